@@ -1,0 +1,36 @@
+//! Command-line parsing only: each subcommand validates its flags and calls one library function.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod world;
+
+/// factrl: factually augmented RLHF for vision-language models.
+#[derive(Parser)]
+#[command(name = "factrl", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate the synthetic visual world: images, ground truth, datasets, benchmarks, tokenizer.
+    World(world::WorldArgs),
+}
+
+/// Parses the command line, runs the subcommand, and turns an error into a one-line message and a
+/// non-zero exit.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::World(args) => world::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! factrl: factually augmented RLHF for vision-language models.
+//!
+//! One module per pipeline stage; each stage reads and writes documented files so it can run alone.
+#![deny(missing_docs)]
+
+pub mod world;
+pub mod cli;
