@@ -1,0 +1,43 @@
+//! Prompt texts shared by the stages: the reward model's grading prompt, as LLaVA-RLHF words it.
+//!
+//! The world's tokenizer covers every word here, so the reward model and PPO can use them unchanged.
+
+/// Appended after the conversation (as a new user turn) to ask the reward model for a score; the
+/// score is read at the end of this text. `{factual_prompt}` is replaced by [`factual_prompt`]'s
+/// output, or by nothing for a standard reward model.
+pub const REWARD_PROMPT: &str = "USER: Please evaluate the quality of your last response. There are several dimensions you should consider in your evaluation:\n\n1. Accurate: The AI should provide factual and accurate information from the image, and refrain from making statements that are not supported by the image or inconsistent with the image. {factual_prompt}\n2. Helpful: The AI\u{2019}s response should precisely serve the user's needs and interests, while grounding the response in the image.\n3. Language Natural: The AI should employ language that flows smoothly and is free from repetitive or awkward constructs.\n4. Concise: The AI should efficiently address the task or answer the question, communicating the necessary information with brevity and clarity.\n\nA good response should be accurate, helpful, language natural, and concise. ASSISTANT: Following your definitions, the quality score of my last response is";
+
+/// Introduces the captions in the fact-augmented grading prompt.
+pub const FACTUAL_PROMPT: &str = "Specifically, the AI's response should be fully supported by the combination of the following captions:\n";
+
+/// The `{factual_prompt}` text for these captions, one per line as LLaVA-RLHF formats them (the
+/// caller shuffles them first).
+pub fn factual_prompt(captions: &[String]) -> String {
+    let mut out = FACTUAL_PROMPT.to_string();
+    for c in captions {
+        out.push_str(&format!("  - {c}\n"));
+    }
+    out
+}
+
+/// The grading prompt with facts (`Some(captions)`) or without (`None`).
+pub fn reward_prompt(captions: Option<&[String]>) -> String {
+    match captions {
+        Some(c) => REWARD_PROMPT.replace("{factual_prompt}", &factual_prompt(c)),
+        None => REWARD_PROMPT.replace(" {factual_prompt}", ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reward_prompt_lists_captions_one_per_line() {
+        let p = reward_prompt(Some(&["a red circle.".to_string(), "two objects.".to_string()]));
+        assert!(p.contains("following captions:\n  - a red circle.\n  - two objects.\n\n2. Helpful"));
+        let plain = reward_prompt(None);
+        assert!(plain.contains("inconsistent with the image.\n2. Helpful"));
+        assert!(!plain.contains("captions"));
+    }
+}

@@ -1,0 +1,210 @@
+//! The training and prompt datasets, one writer per split, in LLaVA's conversation format.
+
+use super::language::{self as lang, Qa};
+use super::scene::Scene;
+use crate::data::formats::{Conversation, PpoPrompt, Task, Turn};
+use rand::Rng;
+use rand::seq::IndexedRandom;
+
+/// Knobs of the datasets.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DatasetConfig {
+    /// Share of SFT descriptions that mention one plausible absent object (the usual partner of a
+    /// present one), as instruction data written by a text-only model does.
+    pub hallucination_rate: f64,
+    /// Probability that an SFT image also gets a multi-turn conversation.
+    pub multi_turn: f64,
+    /// Share of preference and PPO prompts that ask for a detailed description (the rest ask short
+    /// questions).
+    pub description_share: f64,
+    /// `length_bonus` multiplier of description PPO prompts (negative rewards length, as LLaVA-RLHF's
+    /// -0.5 does); short-answer prompts get 1.0, which penalises length.
+    pub description_length_bonus: f64,
+}
+
+/// A question as the first human turn: `<image>\n{q}`.
+fn first(q: &str) -> Turn {
+    Turn::human(format!("<image>\n{q}"))
+}
+
+/// A single-turn record.
+fn record(id: String, image: &str, q: &str, a: &str, task: Task) -> Conversation {
+    Conversation {
+        id,
+        image: image.to_string(),
+        conversations: vec![first(q), Turn::gpt(a)],
+        task: Some(task),
+    }
+}
+
+/// One short question of a random kind (no description).
+fn short_question(scene: &Scene, lc: &lang::LanguageConfig, rng: &mut impl Rng) -> Qa {
+    match rng.random_range(0..9) {
+        0..=2 => lang::existence(scene, lc, rng),
+        3 | 4 => lang::counting(scene, rng),
+        5 | 6 => lang::attribute(scene, rng),
+        _ => lang::relation(scene, rng),
+    }
+}
+
+/// Pretraining record: a short caption with sizes, for feature alignment.
+pub fn pretrain(id: &str, image: &str, scene: &Scene, rng: &mut impl Rng) -> Conversation {
+    let objects: Vec<_> = scene.objects.iter().collect();
+    let q = lang::CAPTION.choose(rng).copied().unwrap_or(lang::CAPTION[0]);
+    record(format!("{id}-caption"), image, q, &lang::caption(&objects, true), Task::Caption)
+}
+
+/// SFT records of one image: a detailed description (with the configured chance of a partner
+/// hallucination, `p_hallucinate` already corrected for images that have no absent partner), an
+/// existence question, one more task, and sometimes a multi-turn conversation.
+pub fn sft(
+    id: &str,
+    image: &str,
+    scene: &Scene,
+    p_hallucinate: f64,
+    dc: &DatasetConfig,
+    lc: &lang::LanguageConfig,
+    rng: &mut impl Rng,
+) -> Vec<Conversation> {
+    let extra = if rng.random_bool(p_hallucinate.clamp(0.0, 1.0)) {
+        lang::plausible_absent(scene, rng)
+    } else {
+        None
+    };
+    let describe = lang::DESCRIBE.choose(rng).copied().unwrap_or(lang::DESCRIBE[0]);
+    let mut out = vec![record(
+        format!("{id}-description"),
+        image,
+        describe,
+        &lang::describe(scene, extra.as_ref()),
+        Task::Description,
+    )];
+    let e = lang::existence(scene, lc, rng);
+    out.push(record(format!("{id}-existence"), image, &e.question, &e.answer, e.task));
+    let other = match rng.random_range(0..6) {
+        0 => lang::counting(scene, rng),
+        1 => lang::attribute(scene, rng),
+        2 => lang::relation(scene, rng),
+        3 | 4 => lang::multiple_choice(scene, rng),
+        _ => {
+            let objects: Vec<_> = scene.objects.iter().collect();
+            let q = lang::CAPTION.choose(rng).copied().unwrap_or(lang::CAPTION[0]);
+            Qa {
+                question: q.into(),
+                answer: lang::caption(&objects, false),
+                task: Task::Caption,
+                check: Default::default(),
+            }
+        }
+    };
+    out.push(record(
+        format!("{id}-{}", task_name(other.task)),
+        image,
+        &other.question,
+        &other.answer,
+        other.task,
+    ));
+    if rng.random_bool(dc.multi_turn) {
+        let turns = rng.random_range(2..=3);
+        let mut conv = Vec::new();
+        for t in 0..turns {
+            let qa = short_question(scene, lc, rng);
+            conv.push(if t == 0 { first(&qa.question) } else { Turn::human(qa.question) });
+            conv.push(Turn::gpt(qa.answer));
+        }
+        out.push(Conversation {
+            id: format!("{id}-multi_turn"),
+            image: image.into(),
+            conversations: conv,
+            task: Some(Task::MultiTurn),
+        });
+    }
+    out
+}
+
+/// The snake_case name of a task, for record ids.
+fn task_name(t: Task) -> String {
+    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
+/// A prompt for preference collection or PPO: a description request or a short question.
+fn prompt_qa(scene: &Scene, dc: &DatasetConfig, lc: &lang::LanguageConfig, rng: &mut impl Rng) -> Qa {
+    if rng.random_bool(dc.description_share) {
+        let q = lang::DESCRIBE.choose(rng).copied().unwrap_or(lang::DESCRIBE[0]);
+        Qa {
+            question: q.into(),
+            answer: lang::describe(scene, None),
+            task: Task::Description,
+            check: Default::default(),
+        }
+    } else if rng.random_bool(0.15) {
+        lang::multiple_choice(scene, rng)
+    } else {
+        short_question(scene, lc, rng)
+    }
+}
+
+/// A preference prompt: the question with a correct reference answer as the gpt turn (which sampled
+/// responses replace, as in LLaVA-Human-Preference-10K).
+pub fn preference(
+    id: &str,
+    image: &str,
+    scene: &Scene,
+    dc: &DatasetConfig,
+    lc: &lang::LanguageConfig,
+    rng: &mut impl Rng,
+) -> Conversation {
+    let qa = prompt_qa(scene, dc, lc, rng);
+    record(format!("{id}-pref"), image, &qa.question, &qa.answer, qa.task)
+}
+
+/// A PPO prompt with the image's captions, its symbolic check and its length-bonus multiplier.
+pub fn ppo(
+    id: &str,
+    image: &str,
+    scene: &Scene,
+    captions: Vec<String>,
+    dc: &DatasetConfig,
+    lc: &lang::LanguageConfig,
+    rng: &mut impl Rng,
+) -> PpoPrompt {
+    let qa = prompt_qa(scene, dc, lc, rng);
+    let length_bonus = if qa.task == Task::Description { dc.description_length_bonus } else { 1.0 };
+    PpoPrompt {
+        id: format!("{id}-ppo"),
+        image: image.to_string(),
+        conversations: vec![first(&qa.question), Turn::gpt(qa.answer)],
+        captions,
+        caption_type: qa.check,
+        length_bonus,
+        task: Some(qa.task),
+    }
+}
+
+/// Held-out evaluation prompts of one image: a description request and one question of each short
+/// kind, with reference answers (for CHAIR, recall and task accuracies).
+pub fn eval(
+    id: &str,
+    image: &str,
+    scene: &Scene,
+    lc: &lang::LanguageConfig,
+    rng: &mut impl Rng,
+) -> Vec<Conversation> {
+    let mut out = vec![record(
+        format!("{id}-description"),
+        image,
+        lang::DESCRIBE[0],
+        &lang::describe(scene, None),
+        Task::Description,
+    )];
+    for qa in [
+        lang::counting(scene, rng),
+        lang::attribute(scene, rng),
+        lang::relation(scene, rng),
+        lang::multiple_choice(scene, rng),
+        lang::existence(scene, lc, rng),
+    ] {
+        out.push(record(format!("{id}-{}", task_name(qa.task)), image, &qa.question, &qa.answer, qa.task));
+    }
+    out
+}
