@@ -405,3 +405,46 @@ fn bad_input_fails_with_one_line_and_leaves_nothing() {
     let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
+
+#[test]
+fn eval_pope_scores_answer_files_in_both_formats() {
+    let (tmp, dir) = make(&small(9));
+    let q = dir.join("pope_adversarial.jsonl");
+    let qs: Vec<PopeQuestion> = read_jsonl(&q).unwrap();
+    // Always "Yes, ..." in POPE's format; always "No." by question id.
+    let yes: String = qs
+        .iter()
+        .map(|x| serde_json::json!({"question": x.text, "answer": "Yes, there is."}).to_string() + "\n")
+        .collect();
+    let no: String = qs
+        .iter()
+        .map(|x| serde_json::json!({"question_id": x.question_id, "text": "No."}).to_string() + "\n")
+        .collect();
+    let (ya, na) = (tmp.path().join("yes.jsonl"), tmp.path().join("no.jsonl"));
+    std::fs::write(&ya, yes).unwrap();
+    std::fs::write(&na, no).unwrap();
+    let run = |a: &Path| {
+        let r =
+            factrl(&["eval", "pope", "--questions", q.to_str().unwrap(), "--answers", a.to_str().unwrap()]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        serde_json::from_slice::<serde_json::Value>(&r.stdout).unwrap()
+    };
+    let m = run(&ya);
+    assert_eq!(
+        (m["yes_ratio"].as_f64(), m["accuracy"].as_f64(), m["recall"].as_f64()),
+        (Some(1.0), Some(0.5), Some(1.0))
+    );
+    assert_eq!(m["fp"].as_u64(), Some(qs.len() as u64 / 2));
+    let m = run(&na);
+    assert_eq!(
+        (m["yes_ratio"].as_f64(), m["precision"].as_f64(), m["f1"].as_f64()),
+        (Some(0.0), Some(0.0), Some(0.0))
+    );
+    // A wrong question at some line is named.
+    let mut lines: Vec<String> = std::fs::read_to_string(&ya).unwrap().lines().map(String::from).collect();
+    lines[4] = serde_json::json!({"question": "Is there a cat?", "answer": "No"}).to_string();
+    std::fs::write(&ya, lines.join("\n")).unwrap();
+    let r = factrl(&["eval", "pope", "--questions", q.to_str().unwrap(), "--answers", ya.to_str().unwrap()]);
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("line 5"), "{}", String::from_utf8_lossy(&r.stderr));
+}

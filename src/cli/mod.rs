@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod eval;
 mod world;
 
 /// factrl: factually augmented RLHF for vision-language models.
@@ -17,6 +18,9 @@ struct Cli {
 enum Command {
     /// Generate the synthetic visual world: images, ground truth, datasets, benchmarks, tokenizer.
     World(world::WorldArgs),
+    /// Evaluate hallucination (POPE scoring).
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
 }
 
 /// Parses the command line, runs the subcommand, and turns an error into a one-line message and a
@@ -25,6 +29,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::World(args) => world::run(args),
+        Command::Eval(cmd) => eval::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,3 @@
+//! Hallucination evaluation as the field measures it.
+
+pub mod pope;
