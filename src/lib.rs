@@ -7,4 +7,5 @@ pub mod cli;
 pub mod data;
 pub mod eval;
 pub mod io;
+pub mod train;
 pub mod world;

@@ -1,0 +1,6 @@
+//! Training: the machinery every algorithm shares (config, schedule, run folder) and one file per
+//! algorithm.
+
+pub mod config;
+pub mod run;
+pub mod schedule;
