@@ -23,7 +23,8 @@ Deterministic (fixed seeds). Rerun from the repository root with:
     /work/venv-ref/bin/python scripts/make_fixtures.py
 
 (venv: python3 -m venv /work/venv-ref && /work/venv-ref/bin/pip install torch transformers
-safetensors tokenizers pillow numpy). Output is rewritten in place.
+safetensors tokenizers pillow numpy). Output is rewritten in place, except the hand-written
+tests/fixtures/tiny-llava/README.md (update it when conventions change).
 """
 
 from __future__ import annotations
@@ -468,9 +469,10 @@ def main() -> None:
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    for p in OUT.iterdir():  # everything but the hand-written README.md is regenerated
+        if p.name != "README.md":
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
     tok = build_tokenizer()
     vocab_size = tok.get_vocab_size()
@@ -507,7 +509,6 @@ def main() -> None:
     ref_models = {name: with_cfg(cfg, sd) for name, (cfg, sd) in refs.items()}
 
     # ---- write the variant folders
-    notes = {}
     for name, model in ref_models.items():
         d = OUT / name
         d.mkdir()
@@ -544,8 +545,6 @@ def main() -> None:
                 c["transformers_version"] = "4.36.0.dev0"
             write_json(d / "config.json", plain_rope_form(c, legacy_dtype=(name == "legacy")))
         save_folder_common(d, tok, strategy)
-        with safetensors.safe_open(str(sorted(d.glob("*.safetensors"))[0]), "pt") as f:
-            notes[name] = {"example_keys": sorted(f.keys())[:3] + [k for k in f.keys() if "lm_head" in k]}
 
     # ---- cases
     n_feat = {name: m.config.image_seq_length for name, m in ref_models.items()}
@@ -751,7 +750,6 @@ def main() -> None:
         "max_abs_diff_u8_float_formula": int(np.abs(pil_comp - float_comp).max()),
     }
     write_json(OUT / "resize_reference.json", resize, indent=None)
-    write_json(OUT / "variant_keys.json", notes)
     print("resize:", json.dumps({k: v.get("reimplementation_vs_pil", v.get("max_abs_diff_u8_float_formula")) for k, v in resize.items()}))
     print("max |HF f32 - float64|:", max_diff_f64)
     total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
