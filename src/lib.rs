@@ -3,5 +3,7 @@
 //! One module per pipeline stage; each stage reads and writes documented files so it can run alone.
 #![deny(missing_docs)]
 
-pub mod world;
+pub mod backend;
 pub mod cli;
+pub mod model;
+pub mod world;

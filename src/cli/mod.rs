@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod model;
 mod world;
 
 /// factrl: factually augmented RLHF for vision-language models.
@@ -17,6 +18,12 @@ struct Cli {
 enum Command {
     /// Generate the synthetic visual world: images, ground truth, datasets, benchmarks, tokenizer.
     World(world::WorldArgs),
+    /// Per-token log-probs of responses under a model.
+    Score(model::ScoreArgs),
+    /// Batched generation with a KV cache.
+    Generate(model::GenerateArgs),
+    /// Write a model folder in the llava-hf layout, LoRA merged.
+    Export(model::ExportArgs),
 }
 
 /// Parses the command line, runs the subcommand, and turns an error into a one-line message and a
@@ -25,6 +32,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::World(args) => world::run(args),
+        Command::Score(args) => model::score(args),
+        Command::Generate(args) => model::generate(args),
+        Command::Export(args) => model::export(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
