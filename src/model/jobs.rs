@@ -19,6 +19,15 @@ pub const IMAGE_PLACEHOLDER: &str = "<image>";
 /// Shards written by [`export`] are at most this large (transformers' default).
 pub const MAX_SHARD_BYTES: usize = 5 << 30;
 
+/// Files of a model folder that [`export`] copies unchanged when present.
+const COMPANION_FILES: [&str; 5] = [
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "processor_config.json",
+    "chat_template.json",
+];
+
 /// Lines scored or generated together.
 const BATCH: usize = 8;
 
