@@ -6,11 +6,14 @@ Measures, on CPU with a fixed thread count (default 2):
   (a) train step: one forward + backward + AdamW step (all parameters trainable, loss = next-token
       cross-entropy on the text positions, image positions ignored) on a batch of
       `--batch` sequences of exactly `--seq` tokens, each with one image expanded to
-      (image/patch)^2 image tokens; mean / min / std ms over `--iters` steps after `--warmup`;
+      (image/patch)^2 image tokens; mean / median / min / std ms over `--iters` steps after
+      `--warmup` (on a shared machine, trust median/min; the 1-minute load average at start and
+      end is in the output);
   (b) greedy decoding with `model.generate` (KV cache on, do_sample=False, exactly `--gen-tokens`
       new tokens, eos never stops it) at each batch size in `--gen-batches`, from a prompt of one
       image + `--prompt-text` text tokens; reports new tokens/s summed over the batch (prefill
-      included) and, separately, the prefill time (generate with 1 new token).
+      included; median and best of `--gen-repeats` timed calls after one warmup call) and,
+      separately, the prefill time (best of 3 generate calls with 1 new token).
 Prints exactly one JSON line on stdout (progress goes to stderr).
 
 The model is either read from `--config` (a llava config.json, or a folder holding one) or built
@@ -62,7 +65,7 @@ def parse_args() -> argparse.Namespace:
     r.add_argument("--lr", type=float, default=1e-4)
     r.add_argument("--gen-tokens", type=int, default=64)
     r.add_argument("--gen-batches", default="1,8", help="comma-separated batch sizes for decoding")
-    r.add_argument("--gen-repeats", type=int, default=1, help="timed generate calls per batch size (after 1 warmup)")
+    r.add_argument("--gen-repeats", type=int, default=3, help="timed generate calls per batch size (after 1 warmup)")
     r.add_argument("--prompt-text", type=int, default=16, help="text tokens in the decoding prompt besides the image")
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--seed", type=int, default=0)
@@ -145,6 +148,7 @@ def main() -> None:
         "device": "cpu",
         "dtype": "float32",
         "params": n_params,
+        "loadavg_1m_start": os.getloadavg()[0],
         "image_tokens": img_tokens,
         "config": {
             "image_size": vc.image_size, "patch_size": vc.patch_size, "vision_hidden": vc.hidden_size,
@@ -177,7 +181,7 @@ def main() -> None:
         result["train"] = {
             "batch": args.batch, "seq": args.seq, "warmup": args.warmup, "iters": args.iters,
             "optimizer": f"AdamW(lr={args.lr})", "trainable": "all",
-            "mean_ms": statistics.mean(times), "min_ms": min(times),
+            "mean_ms": statistics.mean(times), "median_ms": statistics.median(times), "min_ms": min(times),
             "std_ms": statistics.stdev(times) if len(times) > 1 else 0.0,
             "tokens_per_s": args.batch * args.seq / (statistics.mean(times) / 1e3),
             "loss_first": losses[0], "loss_last": losses[-1],
@@ -206,16 +210,18 @@ def main() -> None:
                 run(args.gen_tokens)  # warmup
                 prefill = min(run(1) for _ in range(3))
                 tot = [run(args.gen_tokens) for _ in range(args.gen_repeats)]
-                dt = statistics.mean(tot)
+                dt = statistics.median(tot)
                 gen[f"batch{b}"] = {
                     "batch": b, "prompt_len": int(ids.shape[1]), "new_tokens": args.gen_tokens,
-                    "total_ms": dt * 1e3, "prefill_ms": prefill * 1e3,
-                    "tokens_per_s": b * args.gen_tokens / dt,
+                    "repeats": args.gen_repeats, "total_ms_median": dt * 1e3, "total_ms_min": min(tot) * 1e3,
+                    "prefill_ms": prefill * 1e3,
+                    "tokens_per_s": b * args.gen_tokens / dt, "tokens_per_s_best": b * args.gen_tokens / min(tot),
                     "decode_tokens_per_s_excl_prefill": b * (args.gen_tokens - 1) / max(dt - prefill, 1e-9),
                 }
                 log(f"generate batch {b}: {gen[f'batch{b}']}")
         result["generate"] = gen
 
+    result["loadavg_1m_end"] = os.getloadavg()[0]
     print(json.dumps(result), flush=True)
 
 
