@@ -1,7 +1,8 @@
 //! Checkpoint layouts and the errors of bad checkpoints.
 
 use factrl::backend::inference_device;
-use factrl::model::checkpoint::{SaveDtype, load_llava, save_llava};
+use factrl::model::checkpoint::{load_llava, save_llava};
+use factrl::model::store::SaveDtype;
 use factrl::model::{Llava, LlavaConfig, ModelError};
 use safetensors::SafeTensors;
 use safetensors::tensor::TensorView;

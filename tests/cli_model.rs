@@ -71,7 +71,13 @@ fn export_writes_what_transformers_loads_and_scores_the_same() {
     ]);
     // The legacy fixture loads in transformers without missing or unexpected keys.
     assert_eq!(keys(&exported), keys(&base));
-    for file in ["config.json", "preprocessor_config.json", "tokenizer.json"] {
+    for file in [
+        "config.json",
+        "preprocessor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
         assert!(exported.join(file).exists(), "{file} not exported");
     }
     let mut scores = Vec::new();

@@ -4,10 +4,11 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor};
 use factrl::backend::{inference_device, training_device};
-use factrl::model::checkpoint::{SaveDtype, load_llava, save_llava};
+use factrl::model::checkpoint::{load_llava, load_scalar_head, save_llava, save_scalar_head};
 use factrl::model::generate::{SamplingConfig, generate};
 use factrl::model::llava::{PaddingSide, ScalarHead};
 use factrl::model::lora::{LoraConfig, LoraTarget, apply_lora, merge_lora};
+use factrl::model::store::SaveDtype;
 use factrl::model::{ImageInput, Llava, LlavaConfig, ModelError, TextBatch};
 
 const VOCAB: usize = 50;
@@ -302,4 +303,63 @@ fn checkpoint_round_trip_in_shards_and_half_precision() {
     let loaded = load_llava(half.path(), &device).unwrap();
     let got = to_vec(loaded.forward(&batch, ImageInput::Pixels(images)).unwrap());
     assert_close(&expected, &got, 0.1);
+}
+
+#[test]
+fn projector_only_training_leaves_the_rest_without_gradient() {
+    let device = training_device();
+    let model = model(&device).freeze_all_but_projector();
+    let batch = TextBatch::pad(&sequences(), 0, PaddingSide::Right);
+    let loss = model
+        .token_logprobs(&batch, ImageInput::Pixels(pixels(2, &device)))
+        .unwrap()
+        .sum();
+    let grads = GradientsParams::from_module(&mut loss.backward(), &model);
+    // linear_1 and linear_2, weight and bias each.
+    assert_eq!(grads.len(), 4);
+    let (checked, missing) = params_without_grad(&model, &grads);
+    assert_eq!((checked, missing.len()), (4, 0));
+    let frozen_vision = self::model(&device).freeze_vision();
+    let loss = frozen_vision
+        .token_logprobs(&batch, ImageInput::Pixels(pixels(2, &device)))
+        .unwrap()
+        .sum();
+    let grads = GradientsParams::from_module(&mut loss.backward(), &frozen_vision);
+    let (checked, missing) = params_without_grad(&frozen_vision, &grads);
+    assert!(missing.is_empty(), "{missing:?}");
+    // Only the trainable parameters, so none of the frozen tower's, have gradients.
+    assert_eq!(grads.len(), checked);
+}
+
+#[test]
+fn scalar_head_round_trip_scores_the_last_real_token() {
+    let device = inference_device();
+    let model = model(&device);
+    let head = ScalarHead::init(128, false, &device);
+    let seqs = sequences();
+    let batch = TextBatch::pad(&seqs, 0, PaddingSide::Right);
+    let images = pixels(2, &device);
+    let hidden = model
+        .hidden_states(&batch, ImageInput::Pixels(images.clone()))
+        .unwrap();
+    let scores = to_vec(head.forward(hidden, &batch.last_real()));
+    // The short row alone, unpadded, gives the same score.
+    let alone = TextBatch::pad(&seqs[1..], 0, PaddingSide::Right);
+    let hidden = model
+        .hidden_states(&alone, ImageInput::Pixels(images.narrow(0, 1, 1)))
+        .unwrap();
+    assert_close(
+        &scores[1..],
+        &to_vec(head.forward(hidden, &alone.last_real())),
+        1e-5,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    save_llava(&model, dir.path(), SaveDtype::F32, usize::MAX).unwrap();
+    save_scalar_head(&head, dir.path()).unwrap();
+    let loaded = load_scalar_head(dir.path(), &device).unwrap();
+    assert_eq!(
+        to_vec(loaded.score.weight.val()),
+        to_vec(head.score.weight.val())
+    );
+    assert_eq!(loaded.score.weight.dims(), [128, 1]);
 }

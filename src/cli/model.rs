@@ -1,8 +1,8 @@
 //! `factrl score`, `factrl generate` and `factrl export`.
 
-use crate::model::checkpoint::SaveDtype;
 use crate::model::generate::SamplingConfig;
 use crate::model::jobs::{self, Template};
+use crate::model::store::SaveDtype;
 use anyhow::{Context, ensure};
 use clap::Args;
 use std::path::PathBuf;

@@ -2,10 +2,11 @@
 //! layout), JSONL in, JSONL or a model folder out.
 
 use super::ModelError;
-use super::checkpoint::{SaveDtype, load_llava, save_llava};
+use super::checkpoint::{load_llava, save_llava};
 use super::generate::{SamplingConfig, generate};
 use super::llava::{ImageInput, Llava, PaddingSide, TextBatch};
 use super::processor::{ClipProcessor, pixel_batch};
+use super::store::SaveDtype;
 use crate::backend::inference_device;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
@@ -313,5 +314,12 @@ pub fn export(model_dir: &Path, output: &Path, dtype: SaveDtype) -> Result<(), M
     let tokenizer_out = output.join("tokenizer.json");
     std::fs::copy(&folder.tokenizer_path, &tokenizer_out)
         .map_err(|e| ModelError::io(&tokenizer_out, e))?;
+    // transformers' tokenizer and generation settings, where the folder has them.
+    for name in COMPANION_FILES {
+        let (from, to) = (model_dir.join(name), output.join(name));
+        if from.exists() {
+            std::fs::copy(&from, &to).map_err(|e| ModelError::io(&to, e))?;
+        }
+    }
     Ok(())
 }

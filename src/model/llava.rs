@@ -133,6 +133,20 @@ impl Llava {
         })
     }
 
+    /// Freezes the vision tower (LLaVA's instruction tuning); other parts keep their state.
+    pub fn freeze_vision(mut self) -> Self {
+        self.vision_tower = self.vision_tower.freeze();
+        self
+    }
+
+    /// Freezes everything but the projector (LLaVA's feature-alignment pretraining).
+    pub fn freeze_all_but_projector(mut self) -> Self {
+        self = self.freeze_vision();
+        self.language_model = self.language_model.freeze();
+        self.lm_head = self.lm_head.map(Module::freeze);
+        self
+    }
+
     /// The device the parameters live on.
     pub fn device(&self) -> Device {
         self.language_model.embed_tokens.weight.lazy_device()

@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod generate;
+pub mod hf_config;
 pub mod jobs;
 pub mod llama;
 pub mod llava;
@@ -15,6 +16,7 @@ pub mod lora;
 pub mod norm;
 pub mod processor;
 pub mod projector;
+pub mod store;
 pub mod vision;
 
 pub use config::{FeatureStrategy, LlamaConfig, LlavaConfig, ProjectorKind, VisionConfig};

@@ -6,9 +6,9 @@
 //! tensors are carried as plain data ([`Carried`]) so that saved checkpoints stay complete.
 
 use super::ModelError;
-use super::checkpoint::{NamedTensor, collect_params};
 use super::config::VisionConfig;
 use super::norm::LayerNorm;
+use super::store::{NamedTensor, collect_params};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
