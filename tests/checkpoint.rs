@@ -8,8 +8,11 @@ use safetensors::SafeTensors;
 use safetensors::tensor::TensorView;
 use std::path::Path;
 
-/// A saved tiny model: its folder, and its tensors as (key, shape, bytes).
-fn saved() -> (tempfile::TempDir, Vec<(String, Vec<usize>, Vec<u8>)>) {
+/// A stored tensor: key, shape, little-endian f32 bytes.
+type Stored = (String, Vec<usize>, Vec<u8>);
+
+/// A saved tiny model: its folder and its tensors.
+fn saved() -> (tempfile::TempDir, Vec<Stored>) {
     let device = inference_device();
     let mut config = LlavaConfig::tiny(40);
     config.vision.image_size = 16;
@@ -27,7 +30,7 @@ fn saved() -> (tempfile::TempDir, Vec<(String, Vec<usize>, Vec<u8>)>) {
     (dir, tensors)
 }
 
-fn rewrite(dir: &Path, tensors: &[(String, Vec<usize>, Vec<u8>)]) {
+fn rewrite(dir: &Path, tensors: &[Stored]) {
     let views: Vec<(String, TensorView)> = tensors
         .iter()
         .map(|(k, s, b)| {

@@ -195,7 +195,7 @@ fn cached_generation_equals_full_recomputation() {
     let gens = generate(&model, &seqs, ImageInput::Pixels(images.clone()), &sampling).unwrap();
     for (row, out) in gens.iter().enumerate() {
         let full: Vec<u32> = seqs[row].iter().chain(&out.token_ids).copied().collect();
-        let batch = TextBatch::pad(&[full.clone()], 0, PaddingSide::Right);
+        let batch = TextBatch::pad(std::slice::from_ref(&full), 0, PaddingSide::Right);
         let logp = to_vec(
             model
                 .token_logprobs(&batch, ImageInput::Pixels(images.clone().narrow(0, row, 1)))

@@ -86,7 +86,7 @@ fn response_logprobs_match_transformers_in_every_variant() {
         let folder = folders.get(case["variant"].as_str().unwrap());
         let input_ids = ids(&case["input_ids"]);
         let start = case["response_start"].as_u64().unwrap() as usize;
-        let batch = TextBatch::pad(&[input_ids.clone()], 0, PaddingSide::Right);
+        let batch = TextBatch::pad(std::slice::from_ref(&input_ids), 0, PaddingSide::Right);
         let logp = folder
             .model
             .token_logprobs(&batch, pixels(&case))

@@ -167,10 +167,8 @@ impl HfLlavaConfig {
         if self.projector_hidden_act != "gelu" {
             return unsupported("projector_hidden_act", &self.projector_hidden_act);
         }
-        if let Some(scaling) = &t.rope_scaling {
-            if !scaling.is_null() {
-                return unsupported("text_config.rope_scaling", &scaling.to_string());
-            }
+        if let Some(scaling) = t.rope_scaling.as_ref().filter(|s| !s.is_null()) {
+            return unsupported("text_config.rope_scaling", &scaling.to_string());
         }
         let rope_theta = match (&t.rope_parameters, t.rope_theta) {
             (Some(p), _) if p.rope_type != "default" => {
@@ -190,17 +188,17 @@ impl HfLlavaConfig {
             "full" => FeatureStrategy::Full,
             other => return unsupported("vision_feature_select_strategy", other),
         };
-        if t.num_attention_heads == 0 || t.hidden_size % t.num_attention_heads != 0 {
+        if t.num_attention_heads == 0 || !t.hidden_size.is_multiple_of(t.num_attention_heads) {
             return Err("text_config.num_attention_heads must divide hidden_size".into());
         }
         let kv_heads = t.num_key_value_heads.unwrap_or(t.num_attention_heads);
-        if kv_heads == 0 || t.num_attention_heads % kv_heads != 0 {
+        if kv_heads == 0 || !t.num_attention_heads.is_multiple_of(kv_heads) {
             return Err("num_key_value_heads must divide num_attention_heads".into());
         }
-        if v.num_attention_heads == 0 || v.hidden_size % v.num_attention_heads != 0 {
+        if v.num_attention_heads == 0 || !v.hidden_size.is_multiple_of(v.num_attention_heads) {
             return Err("vision_config.num_attention_heads must divide hidden_size".into());
         }
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return Err("vision_config.patch_size must divide image_size".into());
         }
         let head_dim = t.head_dim.unwrap_or(t.hidden_size / t.num_attention_heads);

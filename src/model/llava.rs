@@ -254,7 +254,7 @@ impl Llava {
         cache: &mut KvCache,
     ) -> Result<Tensor<3>, ModelError> {
         let s = cache.len() + ids.len() / b.max(1);
-        if ids.len() % b.max(1) != 0 || key_mask.len() != b * s {
+        if !ids.len().is_multiple_of(b.max(1)) || key_mask.len() != b * s {
             return Err(ModelError::Input(format!(
                 "{} ids and a mask of {} do not form {b} rows over {} cached tokens",
                 ids.len(),
