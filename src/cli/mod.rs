@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod eval;
+mod model;
 mod world;
 
 /// factrl: factually augmented RLHF for vision-language models.
@@ -21,6 +22,12 @@ enum Command {
     /// Evaluate hallucination (POPE scoring).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Per-token log-probs of responses under a model.
+    Score(model::ScoreArgs),
+    /// Batched generation with a KV cache.
+    Generate(model::GenerateArgs),
+    /// Write a model folder in the llava-hf layout, LoRA merged.
+    Export(model::ExportArgs),
 }
 
 /// Parses the command line, runs the subcommand, and turns an error into a one-line message and a
@@ -30,6 +37,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::World(args) => world::run(args),
         Command::Eval(cmd) => eval::run(cmd),
+        Command::Score(args) => model::score(args),
+        Command::Generate(args) => model::generate(args),
+        Command::Export(args) => model::export(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

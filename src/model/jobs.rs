@@ -1,0 +1,325 @@
+//! The jobs behind `factrl score`, `factrl generate` and `factrl export`: a model folder (llava-hf
+//! layout), JSONL in, JSONL or a model folder out.
+
+use super::ModelError;
+use super::checkpoint::{load_llava, save_llava};
+use super::generate::{SamplingConfig, generate};
+use super::llava::{ImageInput, Llava, PaddingSide, TextBatch};
+use super::processor::{ClipProcessor, pixel_batch};
+use super::store::SaveDtype;
+use crate::backend::inference_device;
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use tokenizers::Tokenizer;
+
+/// The image placeholder in prompts.
+pub const IMAGE_PLACEHOLDER: &str = "<image>";
+
+/// Shards written by [`export`] are at most this large (transformers' default).
+pub const MAX_SHARD_BYTES: usize = 5 << 30;
+
+/// Files of a model folder that [`export`] copies unchanged when present.
+const COMPANION_FILES: [&str; 5] = [
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "processor_config.json",
+    "chat_template.json",
+];
+
+/// Lines scored or generated together.
+const BATCH: usize = 8;
+
+/// How a prompt becomes model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Template {
+    /// The prompt as given.
+    Verbatim,
+    /// LLaVA's `vicuna_v1` conversation: system line, `USER: <prompt> ASSISTANT:`.
+    VicunaV1,
+}
+
+impl Template {
+    /// The text fed to the tokenizer.
+    pub fn apply(self, prompt: &str) -> String {
+        match self {
+            Template::Verbatim => prompt.to_string(),
+            Template::VicunaV1 => format!(
+                "A chat between a curious user and an artificial intelligence assistant. The \
+                 assistant gives helpful, detailed, and polite answers to the user's questions. \
+                 USER: {prompt} ASSISTANT:"
+            ),
+        }
+    }
+}
+
+/// A model folder: weights, image processor and tokenizer.
+pub struct ModelFolder {
+    /// The model.
+    pub model: Llava,
+    /// `preprocessor_config.json`.
+    pub processor: ClipProcessor,
+    /// `tokenizer.json`.
+    pub tokenizer: Tokenizer,
+    /// Where `tokenizer.json` was read.
+    pub tokenizer_path: PathBuf,
+}
+
+impl ModelFolder {
+    /// Loads `dir` onto `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        let tokenizer_path = dir.join("tokenizer.json");
+        let tokenizer =
+            Tokenizer::from_file(&tokenizer_path).map_err(|e| ModelError::Tokenizer {
+                path: tokenizer_path.clone(),
+                problem: e.to_string(),
+            })?;
+        Ok(ModelFolder {
+            model: load_llava(dir, device)?,
+            processor: ClipProcessor::from_file(&dir.join("preprocessor_config.json"))?,
+            tokenizer,
+            tokenizer_path,
+        })
+    }
+
+    /// Token ids of `text` (with the tokenizer's special tokens, e.g. BOS).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        self.tokenizer
+            .encode(text, true)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| ModelError::Tokenizer {
+                path: self.tokenizer_path.clone(),
+                problem: e.to_string(),
+            })
+    }
+
+    /// Replaces each image placeholder id by one per image feature; `images` placeholders must
+    /// be present.
+    pub fn expand_images(&self, ids: &[u32], images: usize) -> Result<Vec<u32>, ModelError> {
+        let image_id = self.model.config.image_token_id;
+        let found = ids.iter().filter(|&&i| i == image_id).count();
+        if found != images {
+            return Err(ModelError::Input(format!(
+                "the prompt has {found} {IMAGE_PLACEHOLDER} placeholders for {images} images"
+            )));
+        }
+        let n = self.model.config.image_features();
+        Ok(ids
+            .iter()
+            .flat_map(|&i| std::iter::repeat_n(i, if i == image_id { n } else { 1 }))
+            .collect())
+    }
+
+    /// Processed pixels of the listed image files, [`ImageInput::None`] if there are none.
+    fn pixels(&self, paths: &[&Path]) -> Result<ImageInput, ModelError> {
+        if paths.is_empty() {
+            return Ok(ImageInput::None);
+        }
+        let images = paths
+            .iter()
+            .map(|p| self.processor.process_file(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let side = self.model.config.vision.image_size;
+        Ok(ImageInput::Pixels(pixel_batch(
+            images,
+            side,
+            side,
+            &self.model.device(),
+        )))
+    }
+}
+
+#[derive(Deserialize)]
+struct ScoreLine {
+    #[serde(default)]
+    image: Option<PathBuf>,
+    prompt: String,
+    response: String,
+}
+
+#[derive(Serialize)]
+struct ScoreOut {
+    response_logprobs: Vec<f32>,
+    sum: f64,
+}
+
+#[derive(Deserialize)]
+struct GenerateLine {
+    #[serde(default)]
+    image: Option<PathBuf>,
+    prompt: String,
+}
+
+#[derive(Serialize)]
+struct GenerateOut {
+    text: String,
+    token_ids: Vec<u32>,
+    logprobs: Vec<f32>,
+}
+
+/// Reads a JSONL file; image paths are resolved against its folder by the caller.
+fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, ModelError> {
+    let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let mut out = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| ModelError::io(path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(
+            serde_json::from_str(&line)
+                .map_err(|e| ModelError::Input(format!("{}:{}: {e}", path.display(), n + 1)))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Writes JSONL to a temporary name and renames it, so a failed run leaves no partial output.
+fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), ModelError> {
+    let partial = path.with_extension("jsonl.partial");
+    let file = std::fs::File::create(&partial).map_err(|e| ModelError::io(&partial, e))?;
+    let mut writer = BufWriter::new(file);
+    for row in rows {
+        let line = serde_json::to_string(row).map_err(|e| ModelError::Json {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        writeln!(writer, "{line}").map_err(|e| ModelError::io(&partial, e))?;
+    }
+    writer.flush().map_err(|e| ModelError::io(&partial, e))?;
+    drop(writer);
+    std::fs::rename(&partial, path).map_err(|e| ModelError::io(path, e))
+}
+
+/// `factrl score`: per-token log-probs of each line's response given its prompt and image. The
+/// response tokens are those of `prompt + " " + response` after the prompt's own tokens.
+pub fn score(
+    model_dir: &Path,
+    input: &Path,
+    output: &Path,
+    template: Template,
+) -> Result<(), ModelError> {
+    let folder = ModelFolder::load(model_dir, &inference_device())?;
+    let base = input.parent().unwrap_or(Path::new("."));
+    let lines: Vec<ScoreLine> = read_jsonl(input)?;
+    let mut rows = Vec::with_capacity(lines.len());
+    for chunk in lines.chunks(BATCH) {
+        let mut sequences = Vec::new();
+        let mut response_lens = Vec::new();
+        let images: Vec<PathBuf> = chunk
+            .iter()
+            .filter_map(|l| l.image.as_ref().map(|p| base.join(p)))
+            .collect();
+        for line in chunk {
+            let prompt = template.apply(&line.prompt);
+            let prompt_ids = folder.encode(&prompt)?;
+            let full = folder.encode(&format!("{prompt} {}", line.response))?;
+            let response_len = full.len().saturating_sub(prompt_ids.len());
+            sequences.push(folder.expand_images(&full, usize::from(line.image.is_some()))?);
+            response_lens.push(response_len);
+        }
+        let pad = folder.model.config.pad_token_id.unwrap_or(0);
+        let batch = TextBatch::pad(&sequences, pad, PaddingSide::Right);
+        let image_refs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
+        let logp = folder
+            .model
+            .token_logprobs(&batch, folder.pixels(&image_refs)?)?;
+        let logp = logp
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| ModelError::Input(format!("{e:?}")))?;
+        let t = batch.len - 1;
+        for (row, (seq, &n)) in sequences.iter().zip(&response_lens).enumerate() {
+            // Token j is predicted at column j - 1.
+            let start = seq.len() - n;
+            let values: Vec<f32> = (start..seq.len()).map(|j| logp[row * t + j - 1]).collect();
+            let sum = values.iter().map(|&v| f64::from(v)).sum();
+            rows.push(ScoreOut {
+                response_logprobs: values,
+                sum,
+            });
+        }
+    }
+    write_jsonl(output, &rows)
+}
+
+/// `factrl generate`: a continuation of each line's prompt.
+pub fn generate_file(
+    model_dir: &Path,
+    input: &Path,
+    output: &Path,
+    template: Template,
+    sampling: &SamplingConfig,
+) -> Result<(), ModelError> {
+    let folder = ModelFolder::load(model_dir, &inference_device())?;
+    let base = input.parent().unwrap_or(Path::new("."));
+    let lines: Vec<GenerateLine> = read_jsonl(input)?;
+    let mut rows = Vec::with_capacity(lines.len());
+    for (i, chunk) in lines.chunks(BATCH).enumerate() {
+        let images: Vec<PathBuf> = chunk
+            .iter()
+            .filter_map(|l| l.image.as_ref().map(|p| base.join(p)))
+            .collect();
+        let prompts = chunk
+            .iter()
+            .map(|l| {
+                folder.expand_images(
+                    &folder.encode(&template.apply(&l.prompt))?,
+                    usize::from(l.image.is_some()),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let image_refs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
+        // Batch i samples from the stream seed + i, so a run is reproducible from its seed.
+        let mut sampling = SamplingConfig {
+            seed: sampling.seed.wrapping_add(i as u64),
+            ..sampling.clone()
+        };
+        sampling
+            .suppress_tokens
+            .push(folder.model.config.image_token_id);
+        for generation in generate(
+            &folder.model,
+            &prompts,
+            folder.pixels(&image_refs)?,
+            &sampling,
+        )? {
+            let text = folder
+                .tokenizer
+                .decode(&generation.token_ids, true)
+                .map_err(|e| ModelError::Tokenizer {
+                    path: folder.tokenizer_path.clone(),
+                    problem: e.to_string(),
+                })?;
+            rows.push(GenerateOut {
+                text,
+                token_ids: generation.token_ids,
+                logprobs: generation.logprobs,
+            });
+        }
+    }
+    write_jsonl(output, &rows)
+}
+
+/// `factrl export`: the model folder in the llava-hf layout (config, processor, tokenizer,
+/// safetensors in `dtype`), adapters merged.
+pub fn export(model_dir: &Path, output: &Path, dtype: SaveDtype) -> Result<(), ModelError> {
+    let folder = ModelFolder::load(model_dir, &inference_device())?;
+    save_llava(&folder.model, output, dtype, MAX_SHARD_BYTES)?;
+    folder
+        .processor
+        .save(&output.join("preprocessor_config.json"))?;
+    let tokenizer_out = output.join("tokenizer.json");
+    std::fs::copy(&folder.tokenizer_path, &tokenizer_out)
+        .map_err(|e| ModelError::io(&tokenizer_out, e))?;
+    // transformers' tokenizer and generation settings, where the folder has them.
+    for name in COMPANION_FILES {
+        let (from, to) = (model_dir.join(name), output.join(name));
+        if from.exists() {
+            std::fs::copy(&from, &to).map_err(|e| ModelError::io(&to, e))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,380 @@
+//! LLaVA: vision tower + projector + decoder, the image-token merge, log-probs and the scalar
+//! head of reward and value models.
+//!
+//! Inputs carry image placeholders already expanded: each image owns
+//! [`LlavaConfig::image_features`] consecutive `image_token_id`s, filled in order of appearance
+//! (row-major over the batch) with that image's projected features.
+
+use super::ModelError;
+use super::config::{FeatureStrategy, LlavaConfig};
+use super::llama::{KvCache, LlamaModel};
+use super::projector::Projector;
+use super::vision::ClipVisionTower;
+use burn::module::Module;
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+/// Padded token ids and their mask, `[batch, len]` row-major on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextBatch {
+    /// Token ids, pads included.
+    pub ids: Vec<u32>,
+    /// `true` for real tokens, `false` for padding.
+    pub mask: Vec<bool>,
+    /// Rows.
+    pub batch: usize,
+    /// Columns.
+    pub len: usize,
+}
+
+/// Where padding goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaddingSide {
+    /// Before the tokens (generation: every row ends at the last column).
+    Left,
+    /// After the tokens (training).
+    Right,
+}
+
+impl TextBatch {
+    /// Pads `sequences` with `pad_id` to the longest one.
+    pub fn pad(sequences: &[Vec<u32>], pad_id: u32, side: PaddingSide) -> Self {
+        let len = sequences.iter().map(Vec::len).max().unwrap_or(0);
+        let (mut ids, mut mask) = (Vec::new(), Vec::new());
+        for seq in sequences {
+            let pad = len - seq.len();
+            let (real_ids, real_mask) = (seq.iter().copied(), std::iter::repeat_n(true, seq.len()));
+            let (pad_ids, pad_mask) = (
+                std::iter::repeat_n(pad_id, pad),
+                std::iter::repeat_n(false, pad),
+            );
+            match side {
+                PaddingSide::Left => {
+                    ids.extend(pad_ids.chain(real_ids));
+                    mask.extend(pad_mask.chain(real_mask));
+                }
+                PaddingSide::Right => {
+                    ids.extend(real_ids.chain(pad_ids));
+                    mask.extend(real_mask.chain(pad_mask));
+                }
+            }
+        }
+        TextBatch {
+            ids,
+            mask,
+            batch: sequences.len(),
+            len,
+        }
+    }
+
+    /// Column of the last real token of each row (0 for an empty row).
+    pub fn last_real(&self) -> Vec<usize> {
+        self.mask
+            .chunks(self.len.max(1))
+            .map(|row| row.iter().rposition(|&m| m).unwrap_or(0))
+            .collect()
+    }
+}
+
+/// The images of a batch, in the order their placeholders appear.
+#[derive(Debug, Clone)]
+pub enum ImageInput {
+    /// No images (the ids must hold no image token).
+    None,
+    /// Processed pixels, `[n, c, h, w]`.
+    Pixels(Tensor<4>),
+    /// Precomputed [`Llava::image_features`], `[n, features, d_vision]`, so that a frozen tower
+    /// runs once per image.
+    Features(Tensor<3>),
+}
+
+/// The LLaVA model; field names are the llava-hf checkpoint keys.
+#[derive(Module, Debug)]
+pub struct Llava {
+    /// CLIP vision tower.
+    pub vision_tower: ClipVisionTower,
+    /// Vision-to-text projector.
+    pub multi_modal_projector: Projector,
+    /// Decoder.
+    pub language_model: LlamaModel,
+    /// LM head, `None` when tied to the embeddings.
+    pub lm_head: Option<Linear>,
+    /// The configuration the model was built from.
+    #[module(skip)]
+    pub config: LlavaConfig,
+}
+
+impl Llava {
+    /// A randomly initialised model.
+    pub fn init(config: &LlavaConfig, device: &Device) -> Result<Self, ModelError> {
+        let (v, t) = (&config.vision, &config.text);
+        let lm_head = (!t.tie_word_embeddings).then(|| {
+            LinearConfig::new(t.hidden_size, t.vocab_size)
+                .with_bias(false)
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                })
+                .init(device)
+        });
+        Ok(Llava {
+            vision_tower: ClipVisionTower::init(v, config.vision_layers_used()?, device)?,
+            multi_modal_projector: Projector::init(
+                config.projector,
+                v.hidden_size,
+                t.hidden_size,
+                config.projector_bias,
+                device,
+            ),
+            language_model: LlamaModel::init(t, device),
+            lm_head,
+            config: config.clone(),
+        })
+    }
+
+    /// Freezes the vision tower (LLaVA's instruction tuning); other parts keep their state.
+    pub fn freeze_vision(mut self) -> Self {
+        self.vision_tower = self.vision_tower.freeze();
+        self
+    }
+
+    /// Freezes everything but the projector (LLaVA's feature-alignment pretraining).
+    pub fn freeze_all_but_projector(mut self) -> Self {
+        self = self.freeze_vision();
+        self.language_model = self.language_model.freeze();
+        self.lm_head = self.lm_head.map(Module::freeze);
+        self
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> Device {
+        self.language_model.embed_tokens.weight.lazy_device()
+    }
+
+    /// Selected vision features (before the projector).
+    ///
+    /// # Shapes
+    /// - `pixels`: `[n, c, h, w]` -> `[n, features, d_vision]`
+    pub fn image_features(&self, pixels: Tensor<4>) -> Tensor<3> {
+        let hidden = self.vision_tower.forward(pixels);
+        let [n, t, d] = hidden.dims();
+        match self.config.vision_feature_select_strategy {
+            FeatureStrategy::Default => hidden.narrow(1, 1, t - 1), // [n, patches, d]
+            FeatureStrategy::Full => hidden.reshape([n, t, d]),
+        }
+    }
+
+    /// Input embeddings with image placeholders replaced by projected image features.
+    ///
+    /// # Shapes
+    /// - `ids`: `b * t` -> `[b, t, d]`
+    fn embed(&self, ids: &[u32], b: usize, images: ImageInput) -> Result<Tensor<3>, ModelError> {
+        let device = self.device();
+        let t = ids.len() / b.max(1);
+        let image_id = self.config.image_token_id;
+        let per_image = self.config.image_features();
+        // Image placeholders may lie outside the vocabulary; embed them as id 0 and replace.
+        let text_ids: Vec<i64> = ids
+            .iter()
+            .map(|&i| if i == image_id { 0 } else { i64::from(i) })
+            .collect();
+        let text_ids = Tensor::<2, Int>::from_data(TensorData::new(text_ids, [b, t]), &device);
+        let text = self.language_model.embed_tokens.forward(text_ids); // [b, t, d]
+        let features = match images {
+            ImageInput::None => None,
+            ImageInput::Pixels(pixels) => Some(self.image_features(pixels)),
+            ImageInput::Features(features) => Some(features),
+        };
+        let placeholders = ids.iter().filter(|&&i| i == image_id).count();
+        let n_images = features.as_ref().map_or(0, |f| f.dims()[0]);
+        if placeholders != n_images * per_image {
+            return Err(ModelError::Input(format!(
+                "the batch holds {placeholders} image tokens but {n_images} images give {} features \
+                 ({per_image} per image)",
+                n_images * per_image
+            )));
+        }
+        if let Some(row) = ids
+            .chunks(t.max(1))
+            .position(|row| row.iter().filter(|&&i| i == image_id).count() % per_image != 0)
+        {
+            return Err(ModelError::Input(format!(
+                "row {row} holds a number of image tokens that is not a multiple of {per_image}"
+            )));
+        }
+        let Some(features) = features else {
+            return Ok(text);
+        };
+        if features.dims()[1] != per_image {
+            return Err(ModelError::Input(format!(
+                "image features have {} tokens per image, the model expects {per_image}",
+                features.dims()[1]
+            )));
+        }
+        let projected = self.multi_modal_projector.forward(features); // [n, f, d]
+        let d = projected.dims()[2];
+        let rows = b * t;
+        // Gather from [text rows; image rows]: the k-th placeholder takes image row k.
+        let mut k = 0;
+        let index: Vec<i64> = ids
+            .iter()
+            .enumerate()
+            .map(|(p, &i)| {
+                if i == image_id {
+                    k += 1;
+                    (rows + k - 1) as i64
+                } else {
+                    p as i64
+                }
+            })
+            .collect();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [rows]), &device);
+        let table = Tensor::cat(
+            vec![
+                text.reshape([rows, d]),
+                projected.reshape([n_images * per_image, d]),
+            ],
+            0,
+        );
+        Ok(table.select(0, index).reshape([b, t, d]))
+    }
+
+    /// Final hidden states of the newest tokens `ids` (`b * t`, row-major), given `key_mask`
+    /// over the cached and new tokens (`b * (cached + t)`); extends `cache`.
+    ///
+    /// # Shapes
+    /// - -> `[b, t, d]`
+    pub fn decode(
+        &self,
+        ids: &[u32],
+        b: usize,
+        images: ImageInput,
+        key_mask: &[bool],
+        cache: &mut KvCache,
+    ) -> Result<Tensor<3>, ModelError> {
+        let s = cache.len() + ids.len() / b.max(1);
+        if !ids.len().is_multiple_of(b.max(1)) || key_mask.len() != b * s {
+            return Err(ModelError::Input(format!(
+                "{} ids and a mask of {} do not form {b} rows over {} cached tokens",
+                ids.len(),
+                key_mask.len(),
+                cache.len()
+            )));
+        }
+        let embeds = self.embed(ids, b, images)?;
+        Ok(self.language_model.forward(embeds, key_mask, cache))
+    }
+
+    /// Final hidden states of a whole batch (no cache).
+    ///
+    /// # Shapes
+    /// - -> `[b, t, d]`
+    pub fn hidden_states(
+        &self,
+        batch: &TextBatch,
+        images: ImageInput,
+    ) -> Result<Tensor<3>, ModelError> {
+        self.decode(
+            &batch.ids,
+            batch.batch,
+            images,
+            &batch.mask,
+            &mut KvCache::default(),
+        )
+    }
+
+    /// Next-token logits from hidden states.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[b, t, d]` -> `[b, t, vocab]`
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => hidden.matmul(
+                self.language_model
+                    .embed_tokens
+                    .weight
+                    .val()
+                    .transpose()
+                    .unsqueeze(),
+            ),
+        }
+    }
+
+    /// Logits of a whole batch.
+    ///
+    /// # Shapes
+    /// - -> `[b, t, vocab]`
+    pub fn forward(&self, batch: &TextBatch, images: ImageInput) -> Result<Tensor<3>, ModelError> {
+        Ok(self.logits(self.hidden_states(batch, images)?))
+    }
+
+    /// `log p(ids[j + 1] | ids[..=j])` for every column `j`; entries at padding are meaningless
+    /// and must be masked by the caller.
+    ///
+    /// # Shapes
+    /// - -> `[b, t - 1]`
+    pub fn token_logprobs(
+        &self,
+        batch: &TextBatch,
+        images: ImageInput,
+    ) -> Result<Tensor<2>, ModelError> {
+        let (b, t) = (batch.batch, batch.len);
+        if t < 2 {
+            return Err(ModelError::Input(
+                "log-probs need sequences of at least 2 tokens".into(),
+            ));
+        }
+        let logits = self.forward(batch, images)?.narrow(1, 0, t - 1); // [b, t - 1, vocab]
+        let next: Vec<i64> = batch
+            .ids
+            .chunks(t)
+            .flat_map(|row| row[1..].iter().map(|&i| i64::from(i)))
+            .collect();
+        let next =
+            Tensor::<3, Int>::from_data(TensorData::new(next, [b, t - 1, 1]), &self.device());
+        Ok(log_softmax(logits, 2).gather(2, next).reshape([b, t - 1]))
+    }
+}
+
+/// A linear head on the hidden state of each row's last real token: the score of reward models
+/// and the value of value models (`score.*`, saved beside the checkpoint).
+#[derive(Module, Debug)]
+pub struct ScalarHead {
+    /// `d -> 1`, with bias.
+    pub score: Linear,
+}
+
+impl ScalarHead {
+    /// A head for width `d`; zero weights when `zero` (PPO's value head starts at 0).
+    pub fn init(d: usize, zero: bool, device: &Device) -> Self {
+        let initializer = if zero {
+            Initializer::Zeros
+        } else {
+            Initializer::Normal {
+                mean: 0.0,
+                std: 1.0 / (d as f64 + 1.0).sqrt(),
+            }
+        };
+        ScalarHead {
+            score: LinearConfig::new(d, 1)
+                .with_initializer(initializer)
+                .init(device),
+        }
+    }
+
+    /// # Shapes
+    /// - `hidden`: `[b, t, d]`, `last`: `b` columns ([`TextBatch::last_real`]) -> `[b]`
+    pub fn forward(&self, hidden: Tensor<3>, last: &[usize]) -> Tensor<1> {
+        let [b, t, d] = hidden.dims();
+        let rows: Vec<i64> = last
+            .iter()
+            .enumerate()
+            .map(|(r, &c)| (r * t + c) as i64)
+            .collect();
+        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [b]), &hidden.device());
+        let picked = hidden.reshape([b * t, d]).select(0, rows); // [b, d]
+        self.score.forward(picked).reshape([b])
+    }
+}
