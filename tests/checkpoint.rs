@@ -22,23 +22,14 @@ fn saved() -> (tempfile::TempDir, Vec<Stored>) {
     save_llava(&model, dir.path(), SaveDtype::F32, usize::MAX).unwrap();
     let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let tensors = st
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| (k, v.shape().to_vec(), v.data().to_vec()))
-        .collect();
+    let tensors = st.tensors().into_iter().map(|(k, v)| (k, v.shape().to_vec(), v.data().to_vec())).collect();
     (dir, tensors)
 }
 
 fn rewrite(dir: &Path, tensors: &[Stored]) {
     let views: Vec<(String, TensorView)> = tensors
         .iter()
-        .map(|(k, s, b)| {
-            (
-                k.clone(),
-                TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
+        .map(|(k, s, b)| (k.clone(), TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
         .collect();
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
 }
@@ -61,16 +52,8 @@ fn saves_the_legacy_layout_and_loads_the_4_52_layout() {
         .any(|p| k.starts_with(p))
     }));
     // The unused last vision layer and post_layernorm are written too.
-    assert!(
-        tensors
-            .iter()
-            .any(|(k, _, _)| k == "vision_tower.vision_model.post_layernorm.weight")
-    );
-    assert!(
-        tensors
-            .iter()
-            .any(|(k, _, _)| k.starts_with("vision_tower.vision_model.encoder.layers.1."))
-    );
+    assert!(tensors.iter().any(|(k, _, _)| k == "vision_tower.vision_model.post_layernorm.weight"));
+    assert!(tensors.iter().any(|(k, _, _)| k.starts_with("vision_tower.vision_model.encoder.layers.1.")));
     let modern: Vec<_> = tensors
         .into_iter()
         .map(|(k, s, b)| {
@@ -94,45 +77,30 @@ fn missing_tensor_is_named() {
     tensors.retain(|(k, _, _)| k != "language_model.model.norm.weight");
     rewrite(dir.path(), &tensors);
     let err = load_error(dir.path()).to_string();
-    assert!(
-        err.contains("language_model.norm.weight") && err.contains("missing"),
-        "{err}"
-    );
+    assert!(err.contains("language_model.norm.weight") && err.contains("missing"), "{err}");
     assert!(err.contains(&dir.path().display().to_string()), "{err}");
 }
 
 #[test]
 fn wrong_shape_is_named_with_its_file() {
     let (dir, mut tensors) = saved();
-    let entry = tensors
-        .iter_mut()
-        .find(|(k, _, _)| k == "multi_modal_projector.linear_1.bias")
-        .unwrap();
+    let entry = tensors.iter_mut().find(|(k, _, _)| k == "multi_modal_projector.linear_1.bias").unwrap();
     entry.1 = vec![entry.1[0] / 2, 2];
     rewrite(dir.path(), &tensors);
     let err = load_error(dir.path()).to_string();
-    assert!(
-        err.contains("multi_modal_projector.linear_1.bias") && err.contains("shape"),
-        "{err}"
-    );
+    assert!(err.contains("multi_modal_projector.linear_1.bias") && err.contains("shape"), "{err}");
     assert!(err.contains("model.safetensors"), "{err}");
 }
 
 #[test]
 fn unknown_layout_is_named() {
     let (dir, mut tensors) = saved();
-    for t in tensors
-        .iter_mut()
-        .filter(|(k, _, _)| k.starts_with("language_model.model."))
-    {
+    for t in tensors.iter_mut().filter(|(k, _, _)| k.starts_with("language_model.model.")) {
         t.0 = t.0.replace("language_model.model.", "transformer.");
     }
     rewrite(dir.path(), &tensors);
     let err = load_error(dir.path()).to_string();
-    assert!(
-        err.contains("transformer.") && err.contains("unknown checkpoint layout"),
-        "{err}"
-    );
+    assert!(err.contains("transformer.") && err.contains("unknown checkpoint layout"), "{err}");
 }
 
 #[test]

@@ -11,34 +11,18 @@ fn fixtures() -> PathBuf {
 }
 
 fn factrl(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_factrl"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "factrl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(env!("CARGO_BIN_EXE_factrl")).args(args).output().unwrap();
+    assert!(out.status.success(), "factrl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
 fn keys(dir: &Path) -> BTreeSet<String> {
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
-    SafeTensors::deserialize(&bytes)
-        .unwrap()
-        .names()
-        .into_iter()
-        .map(String::from)
-        .collect()
+    SafeTensors::deserialize(&bytes).unwrap().names().into_iter().map(String::from).collect()
 }
 
 fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// Two lines with images relative to the input file.
@@ -48,10 +32,8 @@ fn write_input(dir: &Path) -> PathBuf {
     let line = |prompt: &str, response: &str| {
         serde_json::json!({"image": "odd.png", "prompt": prompt, "response": response}).to_string()
     };
-    let text = [
-        line("USER: <image>\nwhat is here ? ASSISTANT:", "a red square ."),
-        line("<image>\nwhat", "a"),
-    ];
+    let text =
+        [line("USER: <image>\nwhat is here ? ASSISTANT:", "a red square ."), line("<image>\nwhat", "a")];
     std::fs::write(&input, text.join("\n")).unwrap();
     input
 }
@@ -62,13 +44,7 @@ fn export_writes_what_transformers_loads_and_scores_the_same() {
     let input = write_input(dir.path());
     let exported = dir.path().join("exported");
     let base = fixtures().join("legacy");
-    factrl(&[
-        "export",
-        "--model",
-        base.to_str().unwrap(),
-        "--output",
-        exported.to_str().unwrap(),
-    ]);
+    factrl(&["export", "--model", base.to_str().unwrap(), "--output", exported.to_str().unwrap()]);
     // The legacy fixture loads in transformers without missing or unexpected keys.
     assert_eq!(keys(&exported), keys(&base));
     for file in [
@@ -97,14 +73,8 @@ fn export_writes_what_transformers_loads_and_scores_the_same() {
     assert_eq!(scores[0], scores[1]);
     assert_eq!(scores[0].len(), 2);
     // "a red square ." is four tokens; "a" one.
-    assert_eq!(
-        scores[0][0]["response_logprobs"].as_array().unwrap().len(),
-        4
-    );
-    assert_eq!(
-        scores[0][1]["response_logprobs"].as_array().unwrap().len(),
-        1
-    );
+    assert_eq!(scores[0][0]["response_logprobs"].as_array().unwrap().len(), 4);
+    assert_eq!(scores[0][1]["response_logprobs"].as_array().unwrap().len(), 1);
 }
 
 #[test]
@@ -135,11 +105,7 @@ fn generate_writes_text_ids_and_logprobs_and_honours_the_seed() {
         ]);
         jsonl(&output)
     };
-    let (a, b, c) = (
-        run("1", "a.jsonl"),
-        run("1", "b.jsonl"),
-        run("2", "c.jsonl"),
-    );
+    let (a, b, c) = (run("1", "a.jsonl"), run("1", "b.jsonl"), run("2", "c.jsonl"));
     assert_eq!(a, b);
     assert_ne!(a, c);
     for row in &a {
@@ -147,10 +113,7 @@ fn generate_writes_text_ids_and_logprobs_and_honours_the_seed() {
         assert!(!ids.is_empty() && ids.len() <= 5);
         assert_eq!(row["logprobs"].as_array().unwrap().len(), ids.len());
         assert!(row["text"].is_string());
-        assert!(
-            ids.iter().all(|i| i.as_u64() != Some(4)),
-            "generated the image token"
-        );
+        assert!(ids.iter().all(|i| i.as_u64() != Some(4)), "generated the image token");
     }
 }
 
@@ -158,11 +121,7 @@ fn generate_writes_text_ids_and_logprobs_and_honours_the_seed() {
 fn bad_input_names_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("bad.jsonl");
-    std::fs::write(
-        &input,
-        "{\"prompt\": \"a\", \"response\": \"b\"}\n{\"prompt\": 3}\n",
-    )
-    .unwrap();
+    std::fs::write(&input, "{\"prompt\": \"a\", \"response\": \"b\"}\n{\"prompt\": 3}\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_factrl"))
         .args([
             "score",

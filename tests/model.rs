@@ -35,10 +35,7 @@ fn pixels(n: usize, device: &Device) -> Tensor<4> {
 /// Two prompts with one image each: `[bos, image x 4, text...]`.
 fn sequences() -> Vec<Vec<u32>> {
     let img = (VOCAB - 1) as u32;
-    vec![
-        vec![1, img, img, img, img, 5, 6, 7, 8, 9],
-        vec![1, img, img, img, img, 10, 11],
-    ]
+    vec![vec![1, img, img, img, img, 5, 6, 7, 8, 9], vec![1, img, img, img, img, 10, 11]]
 }
 
 fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -72,10 +69,7 @@ impl ModuleVisitor for GradCheck<'_> {
             return;
         }
         self.checked += 1;
-        let nonzero = self
-            .grads
-            .get::<D>(param.id)
-            .is_some_and(|g| g.abs().sum().into_scalar::<f32>() > 0.0);
+        let nonzero = self.grads.get::<D>(param.id).is_some_and(|g| g.abs().sum().into_scalar::<f32>() > 0.0);
         if !nonzero {
             self.missing.push(self.stack.join("."));
         }
@@ -83,12 +77,7 @@ impl ModuleVisitor for GradCheck<'_> {
 }
 
 fn params_without_grad<M: Module>(module: &M, grads: &GradientsParams) -> (usize, Vec<String>) {
-    let mut check = GradCheck {
-        grads,
-        stack: Vec::new(),
-        checked: 0,
-        missing: Vec::new(),
-    };
+    let mut check = GradCheck { grads, stack: Vec::new(), checked: 0, missing: Vec::new() };
     module.visit(&mut check);
     (check.checked, check.missing)
 }
@@ -99,9 +88,7 @@ fn every_trainable_parameter_gets_a_gradient() {
     let model = model(&device);
     let head = ScalarHead::init(128, false, &device);
     let batch = TextBatch::pad(&sequences(), 0, PaddingSide::Right);
-    let hidden = model
-        .hidden_states(&batch, ImageInput::Pixels(pixels(2, &device)))
-        .unwrap();
+    let hidden = model.hidden_states(&batch, ImageInput::Pixels(pixels(2, &device))).unwrap();
     let lm = model.logits(hidden.clone()).sum();
     let score = head.forward(hidden, &batch.last_real()).sum();
     let mut grads = (lm + score).backward();
@@ -121,26 +108,13 @@ fn padding_side_does_not_change_real_logits() {
     let seqs = sequences();
     let right = TextBatch::pad(&seqs, 0, PaddingSide::Right);
     let left = TextBatch::pad(&seqs, 0, PaddingSide::Left);
-    let lr = to_vec(
-        model
-            .forward(&right, ImageInput::Pixels(images.clone()))
-            .unwrap(),
-    );
-    let ll = to_vec(
-        model
-            .forward(&left, ImageInput::Pixels(images.clone()))
-            .unwrap(),
-    );
+    let lr = to_vec(model.forward(&right, ImageInput::Pixels(images.clone())).unwrap());
+    let ll = to_vec(model.forward(&left, ImageInput::Pixels(images.clone())).unwrap());
     let alone = TextBatch::pad(&seqs[1..], 0, PaddingSide::Right);
-    let la = to_vec(
-        model
-            .forward(&alone, ImageInput::Pixels(images.narrow(0, 1, 1)))
-            .unwrap(),
-    );
+    let la = to_vec(model.forward(&alone, ImageInput::Pixels(images.narrow(0, 1, 1))).unwrap());
     let (t, pad) = (right.len, right.len - seqs[1].len());
     // Row 1 is shorter: real tokens at columns 0..7 on the right, pad..t on the left.
-    let row =
-        |v: &[f32], from: usize| v[(t + from) * VOCAB..(t + from + seqs[1].len()) * VOCAB].to_vec();
+    let row = |v: &[f32], from: usize| v[(t + from) * VOCAB..(t + from + seqs[1].len()) * VOCAB].to_vec();
     assert_close(&row(&lr, 0), &row(&ll, pad), 1e-4);
     assert_close(&row(&lr, 0), &la, 1e-4);
 }
@@ -151,18 +125,10 @@ fn precomputed_features_equal_pixels() {
     let model = model(&device);
     let images = pixels(2, &device);
     let batch = TextBatch::pad(&sequences(), 0, PaddingSide::Right);
-    let a = to_vec(
-        model
-            .forward(&batch, ImageInput::Pixels(images.clone()))
-            .unwrap(),
-    );
+    let a = to_vec(model.forward(&batch, ImageInput::Pixels(images.clone())).unwrap());
     let features = model.image_features(images);
     assert_eq!(features.dims(), [2, 4, 64]);
-    let b = to_vec(
-        model
-            .forward(&batch, ImageInput::Features(features))
-            .unwrap(),
-    );
+    let b = to_vec(model.forward(&batch, ImageInput::Features(features)).unwrap());
     assert_close(&a, &b, 1e-6);
 }
 
@@ -173,9 +139,7 @@ fn image_token_mismatch_is_an_error() {
     let mut seqs = sequences();
     seqs[0].remove(1); // 3 image tokens for a 4-feature image
     let batch = TextBatch::pad(&seqs, 0, PaddingSide::Right);
-    let err = model
-        .forward(&batch, ImageInput::Pixels(pixels(2, &device)))
-        .unwrap_err();
+    let err = model.forward(&batch, ImageInput::Pixels(pixels(2, &device))).unwrap_err();
     assert!(matches!(err, ModelError::Input(_)), "{err}");
     assert!(err.to_string().contains("image tokens"), "{err}");
 }
@@ -186,20 +150,13 @@ fn cached_generation_equals_full_recomputation() {
     let model = model(&device);
     let images = pixels(2, &device);
     let seqs = sequences();
-    let sampling = SamplingConfig {
-        max_new_tokens: 6,
-        temperature: 1.0,
-        seed: 3,
-        ..Default::default()
-    };
+    let sampling = SamplingConfig { max_new_tokens: 6, temperature: 1.0, seed: 3, ..Default::default() };
     let gens = generate(&model, &seqs, ImageInput::Pixels(images.clone()), &sampling).unwrap();
     for (row, out) in gens.iter().enumerate() {
         let full: Vec<u32> = seqs[row].iter().chain(&out.token_ids).copied().collect();
         let batch = TextBatch::pad(std::slice::from_ref(&full), 0, PaddingSide::Right);
         let logp = to_vec(
-            model
-                .token_logprobs(&batch, ImageInput::Pixels(images.clone().narrow(0, row, 1)))
-                .unwrap(),
+            model.token_logprobs(&batch, ImageInput::Pixels(images.clone().narrow(0, row, 1))).unwrap(),
         );
         let recomputed = &logp[seqs[row].len() - 1..];
         assert_close(&out.logprobs, recomputed, 1e-4);
@@ -213,66 +170,29 @@ fn cached_generation_equals_full_recomputation() {
 fn lora_merged_equals_unmerged_after_a_step() {
     let device = training_device();
     let model = model(&device);
-    let lora = LoraConfig {
-        rank: 4,
-        alpha: 8.0,
-        dropout: 0.0,
-        targets: vec![LoraTarget::QProj, LoraTarget::VProj],
-    };
+    let lora =
+        LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0, targets: vec![LoraTarget::QProj, LoraTarget::VProj] };
     let model = apply_lora(model, &lora).unwrap();
     let batch = TextBatch::pad(&sequences(), 0, PaddingSide::Right);
     let images = pixels(2, &device);
-    let before = to_vec(
-        model
-            .valid()
-            .forward(&batch, ImageInput::Pixels(images.clone()))
-            .unwrap(),
-    );
-    let loss = model
-        .token_logprobs(&batch, ImageInput::Pixels(images.clone()))
-        .unwrap()
-        .sum()
-        .neg();
+    let before = to_vec(model.valid().forward(&batch, ImageInput::Pixels(images.clone())).unwrap());
+    let loss = model.token_logprobs(&batch, ImageInput::Pixels(images.clone())).unwrap().sum().neg();
     let grads = GradientsParams::from_module(&mut loss.backward(), &model);
     // Only the adapters train: 2 targets x 4 layers x (A, B).
     assert_eq!(grads.len(), 16);
     let mut optim = AdamWConfig::new().init();
     let model = optim.step(1e-2, model, grads);
     let merged = merge_lora(&model);
-    let a = to_vec(
-        model
-            .valid()
-            .forward(&batch, ImageInput::Pixels(images.clone()))
-            .unwrap(),
-    );
-    let b = to_vec(
-        merged
-            .valid()
-            .forward(&batch, ImageInput::Pixels(images.clone()))
-            .unwrap(),
-    );
+    let a = to_vec(model.valid().forward(&batch, ImageInput::Pixels(images.clone())).unwrap());
+    let b = to_vec(merged.valid().forward(&batch, ImageInput::Pixels(images.clone())).unwrap());
     assert_close(&a, &b, 1e-4);
     assert!(lora_changed(&model), "the step left B at zero");
-    assert!(
-        a.iter().zip(&before).any(|(x, y)| (x - y).abs() > 1e-4),
-        "the adapters changed nothing"
-    );
-    assert!(
-        merge_lora(&merged).language_model.layers[0]
-            .self_attn
-            .q_proj
-            .weight
-            .adapter()
-            .is_none()
-    );
+    assert!(a.iter().zip(&before).any(|(x, y)| (x - y).abs() > 1e-4), "the adapters changed nothing");
+    assert!(merge_lora(&merged).language_model.layers[0].self_attn.q_proj.weight.adapter().is_none());
 }
 
 fn lora_changed(model: &Llava) -> bool {
-    let adapter = model.language_model.layers[0]
-        .self_attn
-        .q_proj
-        .weight
-        .adapter();
+    let adapter = model.language_model.layers[0].self_attn.q_proj.weight.adapter();
     adapter.is_some_and(|a| a.b.val().abs().sum().into_scalar::<f32>() > 0.0)
 }
 
@@ -282,21 +202,13 @@ fn checkpoint_round_trip_in_shards_and_half_precision() {
     let model = model(&device);
     let batch = TextBatch::pad(&sequences(), 0, PaddingSide::Right);
     let images = pixels(2, &device);
-    let expected = to_vec(
-        model
-            .forward(&batch, ImageInput::Pixels(images.clone()))
-            .unwrap(),
-    );
+    let expected = to_vec(model.forward(&batch, ImageInput::Pixels(images.clone())).unwrap());
     let dir = tempfile::tempdir().unwrap();
     save_llava(&model, dir.path(), SaveDtype::F32, 200_000).unwrap();
     assert!(dir.path().join("model.safetensors.index.json").exists());
     let loaded = load_llava(dir.path(), &device).unwrap();
     assert_eq!(loaded.config, model.config);
-    let got = to_vec(
-        loaded
-            .forward(&batch, ImageInput::Pixels(images.clone()))
-            .unwrap(),
-    );
+    let got = to_vec(loaded.forward(&batch, ImageInput::Pixels(images.clone())).unwrap());
     assert_close(&expected, &got, 1e-6);
     let half = tempfile::tempdir().unwrap();
     save_llava(&model, half.path(), SaveDtype::Bf16, usize::MAX).unwrap();
@@ -310,20 +222,14 @@ fn projector_only_training_leaves_the_rest_without_gradient() {
     let device = training_device();
     let model = model(&device).freeze_all_but_projector();
     let batch = TextBatch::pad(&sequences(), 0, PaddingSide::Right);
-    let loss = model
-        .token_logprobs(&batch, ImageInput::Pixels(pixels(2, &device)))
-        .unwrap()
-        .sum();
+    let loss = model.token_logprobs(&batch, ImageInput::Pixels(pixels(2, &device))).unwrap().sum();
     let grads = GradientsParams::from_module(&mut loss.backward(), &model);
     // linear_1 and linear_2, weight and bias each.
     assert_eq!(grads.len(), 4);
     let (checked, missing) = params_without_grad(&model, &grads);
     assert_eq!((checked, missing.len()), (4, 0));
     let frozen_vision = self::model(&device).freeze_vision();
-    let loss = frozen_vision
-        .token_logprobs(&batch, ImageInput::Pixels(pixels(2, &device)))
-        .unwrap()
-        .sum();
+    let loss = frozen_vision.token_logprobs(&batch, ImageInput::Pixels(pixels(2, &device))).unwrap().sum();
     let grads = GradientsParams::from_module(&mut loss.backward(), &frozen_vision);
     let (checked, missing) = params_without_grad(&frozen_vision, &grads);
     assert!(missing.is_empty(), "{missing:?}");
@@ -339,27 +245,16 @@ fn scalar_head_round_trip_scores_the_last_real_token() {
     let seqs = sequences();
     let batch = TextBatch::pad(&seqs, 0, PaddingSide::Right);
     let images = pixels(2, &device);
-    let hidden = model
-        .hidden_states(&batch, ImageInput::Pixels(images.clone()))
-        .unwrap();
+    let hidden = model.hidden_states(&batch, ImageInput::Pixels(images.clone())).unwrap();
     let scores = to_vec(head.forward(hidden, &batch.last_real()));
     // The short row alone, unpadded, gives the same score.
     let alone = TextBatch::pad(&seqs[1..], 0, PaddingSide::Right);
-    let hidden = model
-        .hidden_states(&alone, ImageInput::Pixels(images.narrow(0, 1, 1)))
-        .unwrap();
-    assert_close(
-        &scores[1..],
-        &to_vec(head.forward(hidden, &alone.last_real())),
-        1e-5,
-    );
+    let hidden = model.hidden_states(&alone, ImageInput::Pixels(images.narrow(0, 1, 1))).unwrap();
+    assert_close(&scores[1..], &to_vec(head.forward(hidden, &alone.last_real())), 1e-5);
     let dir = tempfile::tempdir().unwrap();
     save_llava(&model, dir.path(), SaveDtype::F32, usize::MAX).unwrap();
     save_scalar_head(&head, dir.path()).unwrap();
     let loaded = load_scalar_head(dir.path(), &device).unwrap();
-    assert_eq!(
-        to_vec(loaded.score.weight.val()),
-        to_vec(head.score.weight.val())
-    );
+    assert_eq!(to_vec(loaded.score.weight.val()), to_vec(head.score.weight.val()));
     assert_eq!(loaded.score.weight.dims(), [128, 1]);
 }

@@ -158,13 +158,7 @@ fn splits_are_disjoint_and_files_stay_in_their_split() {
 
 /// Class of a POPE question text.
 fn asked(text: &str) -> Class {
-    pope_class(text).unwrap_or_else(|| panic!("not a POPE question: {text}"))
-}
-
-/// The class a "Is there a(n) {class} in the image?" question asks about.
-fn pope_class(text: &str) -> Option<Class> {
-    let rest = text.strip_prefix("Is there an ").or_else(|| text.strip_prefix("Is there a "))?;
-    Class::parse(rest.strip_suffix(" in the image?")?)
+    factrl::world::language::pope_class(text).unwrap_or_else(|| panic!("not a POPE question: {text}"))
 }
 
 #[test]
@@ -329,7 +323,7 @@ fn biases_are_as_configured() {
         .filter(|r| r.task == Some(Task::Existence) && r.conversations[1].value == "No.")
         .filter_map(|r| {
             let q = r.conversations[0].value.trim_start_matches("<image>\n");
-            pope_class(q).map(|c| scenes[&r.image].scene.absent_kind(c).unwrap())
+            factrl::world::language::pope_class(q).map(|c| scenes[&r.image].scene.absent_kind(c).unwrap())
         })
         .collect();
     use world::scene::AbsentKind::*;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 mod eval;
 mod model;
+mod train;
 mod world;
 
 /// factrl: factually augmented RLHF for vision-language models.
@@ -22,6 +23,9 @@ enum Command {
     /// Evaluate hallucination (POPE scoring).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Train a model (pretraining, SFT).
+    #[command(subcommand)]
+    Train(train::TrainCommand),
     /// Per-token log-probs of responses under a model.
     Score(model::ScoreArgs),
     /// Batched generation with a KV cache.
@@ -37,6 +41,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::World(args) => world::run(args),
         Command::Eval(cmd) => eval::run(cmd),
+        Command::Train(cmd) => train::run(cmd),
         Command::Score(args) => model::score(args),
         Command::Generate(args) => model::generate(args),
         Command::Export(args) => model::export(args),

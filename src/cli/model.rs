@@ -78,16 +78,8 @@ pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
 
 /// Runs `factrl generate`.
 pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
-    ensure!(
-        args.temperature >= 0.0,
-        "--temperature must be >= 0, got {}",
-        args.temperature
-    );
-    ensure!(
-        args.top_p > 0.0 && args.top_p <= 1.0,
-        "--top-p must be in (0, 1], got {}",
-        args.top_p
-    );
+    ensure!(args.temperature >= 0.0, "--temperature must be >= 0, got {}", args.temperature);
+    ensure!(args.top_p > 0.0 && args.top_p <= 1.0, "--top-p must be in (0, 1], got {}", args.top_p);
     let sampling = SamplingConfig {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
@@ -96,23 +88,12 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         seed: args.seed,
         suppress_tokens: Vec::new(),
     };
-    jobs::generate_file(
-        &args.model,
-        &args.input,
-        &args.output,
-        args.template,
-        &sampling,
-    )
-    .with_context(|| format!("generating for {}", args.input.display()))
+    jobs::generate_file(&args.model, &args.input, &args.output, args.template, &sampling)
+        .with_context(|| format!("generating for {}", args.input.display()))
 }
 
 /// Runs `factrl export`.
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
-    jobs::export(&args.model, &args.output, args.dtype).with_context(|| {
-        format!(
-            "exporting {} to {}",
-            args.model.display(),
-            args.output.display()
-        )
-    })
+    jobs::export(&args.model, &args.output, args.dtype)
+        .with_context(|| format!("exporting {} to {}", args.model.display(), args.output.display()))
 }

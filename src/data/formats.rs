@@ -56,6 +56,22 @@ pub enum Task {
     MultiTurn,
 }
 
+impl Task {
+    /// The snake_case name, as serialised.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Caption => "caption",
+            Task::Description => "description",
+            Task::Existence => "existence",
+            Task::Counting => "counting",
+            Task::Attribute => "attribute",
+            Task::Relation => "relation",
+            Task::MultipleChoice => "multiple_choice",
+            Task::MultiTurn => "multi_turn",
+        }
+    }
+}
+
 /// A LLaVA conversation record: `{id, image, conversations}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conversation {
@@ -181,6 +197,22 @@ pub struct MmhalRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_names_are_the_serialised_ones() {
+        for t in [
+            Task::Caption,
+            Task::Description,
+            Task::Existence,
+            Task::Counting,
+            Task::Attribute,
+            Task::Relation,
+            Task::MultipleChoice,
+            Task::MultiTurn,
+        ] {
+            assert_eq!(serde_json::to_value(t).unwrap(), t.name());
+        }
+    }
 
     #[test]
     fn caption_type_uses_llava_rlhf_numbers() {

@@ -50,10 +50,7 @@ pub fn load_llava(dir: &Path, device: &Device) -> Result<Llava, ModelError> {
     let to_path = |key: &str| {
         let Some((from, to)) = LAYOUTS.iter().find(|(from, _)| key.starts_with(from)) else {
             let known: Vec<&str> = LAYOUTS.iter().map(|l| l.0).collect();
-            return Err(format!(
-                "unknown checkpoint layout (known prefixes: {})",
-                known.join(", ")
-            ));
+            return Err(format!("unknown checkpoint layout (known prefixes: {})", known.join(", ")));
         };
         let path = format!("{to}{}", &key[from.len()..]);
         let used = !unused(&path);
@@ -116,13 +113,7 @@ pub fn save_llava(
 /// Writes `head` as `scalar_head.safetensors` in `dir`.
 pub fn save_scalar_head(head: &ScalarHead, dir: &Path) -> Result<(), ModelError> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    save_tensors(
-        collect_params(head)?,
-        dir,
-        SCALAR_HEAD_STEM,
-        SaveDtype::F32,
-        usize::MAX,
-    )
+    save_tensors(collect_params(head)?, dir, SCALAR_HEAD_STEM, SaveDtype::F32, usize::MAX)
 }
 
 /// Reads the scalar head of the model folder `dir` (its width from `config.json`).

@@ -168,13 +168,9 @@ mod tests {
         let config = LlavaConfig::tiny(300);
         assert_eq!(config.vision_layers_used().unwrap(), 2);
         assert_eq!(config.image_features(), 64);
-        let model =
-            crate::model::Llava::init(&config, &crate::backend::inference_device()).unwrap();
+        let model = crate::model::Llava::init(&config, &crate::backend::inference_device()).unwrap();
         let params = burn::module::Module::num_params(&model);
-        assert!(
-            (800_000..1_200_000).contains(&params),
-            "{params} parameters"
-        );
+        assert!((800_000..1_200_000).contains(&params), "{params} parameters");
     }
 
     #[test]

@@ -61,9 +61,7 @@ pub fn generate(
 ) -> Result<Vec<Generation>, ModelError> {
     let b = prompts.len();
     if prompts.iter().any(Vec::is_empty) {
-        return Err(ModelError::Input(
-            "generation needs non-empty prompts".into(),
-        ));
+        return Err(ModelError::Input("generation needs non-empty prompts".into()));
     }
     let eos = model.config.eos_token_id;
     let pad = model.config.pad_token_id.or(eos).unwrap_or(0);
@@ -71,14 +69,8 @@ pub fn generate(
     let mut mask = batch.mask.clone();
     let mut cache = KvCache::default();
     let mut rng = ChaCha8Rng::seed_from_u64(sampling.seed);
-    let mut out: Vec<Generation> = vec![
-        Generation {
-            token_ids: Vec::new(),
-            logprobs: Vec::new(),
-            finished: false
-        };
-        b
-    ];
+    let mut out: Vec<Generation> =
+        vec![Generation { token_ids: Vec::new(), logprobs: Vec::new(), finished: false }; b];
     let mut hidden = model.decode(&batch.ids, b, images, &mask, &mut cache)?;
     for _ in 0..sampling.max_new_tokens {
         let t = hidden.dims()[1];
@@ -112,10 +104,7 @@ pub fn generate(
         }
         // Append the new column to the mask: [b, s] -> [b, s + 1].
         let s = mask.len() / b;
-        mask = mask
-            .chunks(s)
-            .flat_map(|row| row.iter().copied().chain([true]))
-            .collect();
+        mask = mask.chunks(s).flat_map(|row| row.iter().copied().chain([true])).collect();
         hidden = model.decode(&next, b, ImageInput::None, &mask, &mut cache)?;
     }
     Ok(out)
@@ -124,11 +113,7 @@ pub fn generate(
 /// Picks a token from log-probabilities: argmax at temperature 0, else a draw from the
 /// temperature-scaled distribution restricted to the top-k and then the top-p nucleus.
 fn sample(logp: &[f32], sampling: &SamplingConfig, rng: &mut impl Rng) -> usize {
-    let argmax = || {
-        logp.iter()
-            .enumerate()
-            .fold(0, |best, (i, &v)| if v > logp[best] { i } else { best })
-    };
+    let argmax = || logp.iter().enumerate().fold(0, |best, (i, &v)| if v > logp[best] { i } else { best });
     if sampling.temperature <= 0.0 {
         return argmax();
     }
@@ -138,10 +123,8 @@ fn sample(logp: &[f32], sampling: &SamplingConfig, rng: &mut impl Rng) -> usize 
         order.truncate(sampling.top_k);
     }
     let max = f64::from(logp[order[0]]);
-    let weights: Vec<f64> = order
-        .iter()
-        .map(|&i| ((f64::from(logp[i]) - max) / sampling.temperature).exp())
-        .collect();
+    let weights: Vec<f64> =
+        order.iter().map(|&i| ((f64::from(logp[i]) - max) / sampling.temperature).exp()).collect();
     let total: f64 = weights.iter().sum();
     let mut kept = 0.0;
     let mut n = 0;
@@ -164,14 +147,7 @@ mod tests {
     use super::*;
 
     fn config(temperature: f64, top_p: f64, top_k: usize) -> SamplingConfig {
-        SamplingConfig {
-            max_new_tokens: 1,
-            temperature,
-            top_p,
-            top_k,
-            seed: 0,
-            suppress_tokens: Vec::new(),
-        }
+        SamplingConfig { max_new_tokens: 1, temperature, top_p, top_k, seed: 0, suppress_tokens: Vec::new() }
     }
 
     #[test]
@@ -190,9 +166,7 @@ mod tests {
         // p = (0.1, 0.6, 0.3): the nucleus for top_p 0.8 is {1, 2}; token 0 never appears.
         let logp = [0.1f32.ln(), 0.6f32.ln(), 0.3f32.ln()];
         let mut rng = ChaCha8Rng::seed_from_u64(2);
-        let draws: Vec<usize> = (0..400)
-            .map(|_| sample(&logp, &config(1.0, 0.8, 0), &mut rng))
-            .collect();
+        let draws: Vec<usize> = (0..400).map(|_| sample(&logp, &config(1.0, 0.8, 0), &mut rng)).collect();
         assert!(!draws.contains(&0));
         let ones = draws.iter().filter(|&&t| t == 1).count() as f64 / 400.0;
         assert!((ones - 2.0 / 3.0).abs() < 0.08, "share of token 1: {ones}");

@@ -11,23 +11,15 @@ impl LlavaConfig {
     /// Reads a Hugging Face `config.json`.
     pub fn from_hf_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let hf: HfLlavaConfig = serde_json::from_str(&text).map_err(|e| ModelError::Json {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        hf.into_config()
-            .map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))
+        let hf: HfLlavaConfig = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Json { path: path.to_path_buf(), source: e })?;
+        hf.into_config().map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))
     }
 
     /// Writes a Hugging Face `config.json` for `LlavaForConditionalGeneration`.
     pub fn save_hf_file(&self, path: &Path) -> Result<(), ModelError> {
-        let json =
-            serde_json::to_string_pretty(&HfLlavaConfig::from_config(self)).map_err(|e| {
-                ModelError::Json {
-                    path: path.to_path_buf(),
-                    source: e,
-                }
-            })?;
+        let json = serde_json::to_string_pretty(&HfLlavaConfig::from_config(self))
+            .map_err(|e| ModelError::Json { path: path.to_path_buf(), source: e })?;
         std::fs::write(path, json).map_err(|e| ModelError::io(path, e))
     }
 }
@@ -337,9 +329,7 @@ mod tests {
     use super::*;
 
     fn parse(json: &str) -> Result<LlavaConfig, String> {
-        serde_json::from_str::<HfLlavaConfig>(json)
-            .map_err(|e| e.to_string())?
-            .into_config()
+        serde_json::from_str::<HfLlavaConfig>(json).map_err(|e| e.to_string())?.into_config()
     }
 
     #[test]
@@ -370,10 +360,8 @@ mod tests {
         assert_eq!(old.text.rope_theta, 500000.0);
         assert_eq!(new.text.rope_theta, 500000.0);
         assert!(
-            parse(
-                r#"{"text_config": {"rope_parameters": {"rope_theta": 1.0, "rope_type": "yarn"}}}"#
-            )
-            .is_err()
+            parse(r#"{"text_config": {"rope_parameters": {"rope_theta": 1.0, "rope_type": "yarn"}}}"#)
+                .is_err()
         );
     }
 

@@ -3,7 +3,7 @@
 
 use super::ModelError;
 use super::checkpoint::{load_llava, save_llava};
-use super::generate::{SamplingConfig, generate};
+use super::generate::{Generation, SamplingConfig, generate};
 use super::llava::{ImageInput, Llava, PaddingSide, TextBatch};
 use super::processor::{ClipProcessor, pixel_batch};
 use super::store::SaveDtype;
@@ -37,7 +37,8 @@ const BATCH: usize = 8;
 pub enum Template {
     /// The prompt as given.
     Verbatim,
-    /// LLaVA's `vicuna_v1` conversation: system line, `USER: <prompt> ASSISTANT:`.
+    /// LLaVA's `vicuna_v1` conversation as llava-hf's LLaVA-1.5 chat template writes it:
+    /// `USER: <prompt> ASSISTANT:` (no system line).
     VicunaV1,
 }
 
@@ -46,11 +47,7 @@ impl Template {
     pub fn apply(self, prompt: &str) -> String {
         match self {
             Template::Verbatim => prompt.to_string(),
-            Template::VicunaV1 => format!(
-                "A chat between a curious user and an artificial intelligence assistant. The \
-                 assistant gives helpful, detailed, and polite answers to the user's questions. \
-                 USER: {prompt} ASSISTANT:"
-            ),
+            Template::VicunaV1 => crate::data::chat::prompt(prompt),
         }
     }
 }
@@ -71,11 +68,8 @@ impl ModelFolder {
     /// Loads `dir` onto `device`.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
         let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer =
-            Tokenizer::from_file(&tokenizer_path).map_err(|e| ModelError::Tokenizer {
-                path: tokenizer_path.clone(),
-                problem: e.to_string(),
-            })?;
+        let tokenizer = Tokenizer::from_file(&tokenizer_path)
+            .map_err(|e| ModelError::Tokenizer { path: tokenizer_path.clone(), problem: e.to_string() })?;
         Ok(ModelFolder {
             model: load_llava(dir, device)?,
             processor: ClipProcessor::from_file(&dir.join("preprocessor_config.json"))?,
@@ -89,10 +83,7 @@ impl ModelFolder {
         self.tokenizer
             .encode(text, true)
             .map(|e| e.get_ids().to_vec())
-            .map_err(|e| ModelError::Tokenizer {
-                path: self.tokenizer_path.clone(),
-                problem: e.to_string(),
-            })
+            .map_err(|e| ModelError::Tokenizer { path: self.tokenizer_path.clone(), problem: e.to_string() })
     }
 
     /// Replaces each image placeholder id by one per image feature; `images` placeholders must
@@ -106,10 +97,7 @@ impl ModelFolder {
             )));
         }
         let n = self.model.config.image_features();
-        Ok(ids
-            .iter()
-            .flat_map(|&i| std::iter::repeat_n(i, if i == image_id { n } else { 1 }))
-            .collect())
+        Ok(ids.iter().flat_map(|&i| std::iter::repeat_n(i, if i == image_id { n } else { 1 })).collect())
     }
 
     /// Processed pixels of the listed image files, [`ImageInput::None`] if there are none.
@@ -117,17 +105,9 @@ impl ModelFolder {
         if paths.is_empty() {
             return Ok(ImageInput::None);
         }
-        let images = paths
-            .iter()
-            .map(|p| self.processor.process_file(p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let images = paths.iter().map(|p| self.processor.process_file(p)).collect::<Result<Vec<_>, _>>()?;
         let side = self.model.config.vision.image_size;
-        Ok(ImageInput::Pixels(pixel_batch(
-            images,
-            side,
-            side,
-            &self.model.device(),
-        )))
+        Ok(ImageInput::Pixels(pixel_batch(images, side, side, &self.model.device())))
     }
 }
 
@@ -182,10 +162,8 @@ fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), ModelError> 
     let file = std::fs::File::create(&partial).map_err(|e| ModelError::io(&partial, e))?;
     let mut writer = BufWriter::new(file);
     for row in rows {
-        let line = serde_json::to_string(row).map_err(|e| ModelError::Json {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let line = serde_json::to_string(row)
+            .map_err(|e| ModelError::Json { path: path.to_path_buf(), source: e })?;
         writeln!(writer, "{line}").map_err(|e| ModelError::io(&partial, e))?;
     }
     writer.flush().map_err(|e| ModelError::io(&partial, e))?;
@@ -195,12 +173,7 @@ fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), ModelError> 
 
 /// `factrl score`: per-token log-probs of each line's response given its prompt and image. The
 /// response tokens are those of `prompt + " " + response` after the prompt's own tokens.
-pub fn score(
-    model_dir: &Path,
-    input: &Path,
-    output: &Path,
-    template: Template,
-) -> Result<(), ModelError> {
+pub fn score(model_dir: &Path, input: &Path, output: &Path, template: Template) -> Result<(), ModelError> {
     let folder = ModelFolder::load(model_dir, &inference_device())?;
     let base = input.parent().unwrap_or(Path::new("."));
     let lines: Vec<ScoreLine> = read_jsonl(input)?;
@@ -208,10 +181,8 @@ pub fn score(
     for chunk in lines.chunks(BATCH) {
         let mut sequences = Vec::new();
         let mut response_lens = Vec::new();
-        let images: Vec<PathBuf> = chunk
-            .iter()
-            .filter_map(|l| l.image.as_ref().map(|p| base.join(p)))
-            .collect();
+        let images: Vec<PathBuf> =
+            chunk.iter().filter_map(|l| l.image.as_ref().map(|p| base.join(p))).collect();
         for line in chunk {
             let prompt = template.apply(&line.prompt);
             let prompt_ids = folder.encode(&prompt)?;
@@ -223,23 +194,16 @@ pub fn score(
         let pad = folder.model.config.pad_token_id.unwrap_or(0);
         let batch = TextBatch::pad(&sequences, pad, PaddingSide::Right);
         let image_refs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
-        let logp = folder
-            .model
-            .token_logprobs(&batch, folder.pixels(&image_refs)?)?;
-        let logp = logp
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .map_err(|e| ModelError::Input(format!("{e:?}")))?;
+        let logp = folder.model.token_logprobs(&batch, folder.pixels(&image_refs)?)?;
+        let logp =
+            logp.into_data().try_into_vec_as::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?;
         let t = batch.len - 1;
         for (row, (seq, &n)) in sequences.iter().zip(&response_lens).enumerate() {
             // Token j is predicted at column j - 1.
             let start = seq.len() - n;
             let values: Vec<f32> = (start..seq.len()).map(|j| logp[row * t + j - 1]).collect();
             let sum = values.iter().map(|&v| f64::from(v)).sum();
-            rows.push(ScoreOut {
-                response_logprobs: values,
-                sum,
-            });
+            rows.push(ScoreOut { response_logprobs: values, sum });
         }
     }
     write_jsonl(output, &rows)
@@ -256,51 +220,47 @@ pub fn generate_file(
     let folder = ModelFolder::load(model_dir, &inference_device())?;
     let base = input.parent().unwrap_or(Path::new("."));
     let lines: Vec<GenerateLine> = read_jsonl(input)?;
-    let mut rows = Vec::with_capacity(lines.len());
-    for (i, chunk) in lines.chunks(BATCH).enumerate() {
-        let images: Vec<PathBuf> = chunk
-            .iter()
-            .filter_map(|l| l.image.as_ref().map(|p| base.join(p)))
-            .collect();
-        let prompts = chunk
-            .iter()
-            .map(|l| {
-                folder.expand_images(
-                    &folder.encode(&template.apply(&l.prompt))?,
-                    usize::from(l.image.is_some()),
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let image_refs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
-        // Batch i samples from the stream seed + i, so a run is reproducible from its seed.
-        let mut sampling = SamplingConfig {
-            seed: sampling.seed.wrapping_add(i as u64),
-            ..sampling.clone()
-        };
-        sampling
-            .suppress_tokens
-            .push(folder.model.config.image_token_id);
-        for generation in generate(
-            &folder.model,
-            &prompts,
-            folder.pixels(&image_refs)?,
-            &sampling,
-        )? {
-            let text = folder
-                .tokenizer
-                .decode(&generation.token_ids, true)
-                .map_err(|e| ModelError::Tokenizer {
-                    path: folder.tokenizer_path.clone(),
-                    problem: e.to_string(),
-                })?;
-            rows.push(GenerateOut {
-                text,
-                token_ids: generation.token_ids,
-                logprobs: generation.logprobs,
-            });
-        }
-    }
+    let items: Vec<(Option<PathBuf>, String)> =
+        lines.into_iter().map(|l| (l.image.map(|p| base.join(p)), template.apply(&l.prompt))).collect();
+    let rows: Vec<GenerateOut> = folder
+        .generate_all(&items, sampling, BATCH)?
+        .into_iter()
+        .map(|(text, g)| GenerateOut { text, token_ids: g.token_ids, logprobs: g.logprobs })
+        .collect();
     write_jsonl(output, &rows)
+}
+
+impl ModelFolder {
+    /// Decoded continuations of prompts (text as the tokenizer reads it, each with its image file
+    /// if any), `batch` at a time. Batch `i` samples from the stream `seed + i`, so a run is
+    /// reproducible from its seed; `<image>` is never generated.
+    pub fn generate_all(
+        &self,
+        items: &[(Option<PathBuf>, String)],
+        sampling: &SamplingConfig,
+        batch: usize,
+    ) -> Result<Vec<(String, Generation)>, ModelError> {
+        let mut out = Vec::with_capacity(items.len());
+        for (i, chunk) in items.chunks(batch.max(1)).enumerate() {
+            let images: Vec<&Path> = chunk.iter().filter_map(|(p, _)| p.as_deref()).collect();
+            let prompts = chunk
+                .iter()
+                .map(|(image, prompt)| {
+                    self.expand_images(&self.encode(prompt)?, usize::from(image.is_some()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut sampling =
+                SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() };
+            sampling.suppress_tokens.push(self.model.config.image_token_id);
+            for generation in generate(&self.model, &prompts, self.pixels(&images)?, &sampling)? {
+                let text = self.tokenizer.decode(&generation.token_ids, true).map_err(|e| {
+                    ModelError::Tokenizer { path: self.tokenizer_path.clone(), problem: e.to_string() }
+                })?;
+                out.push((text, generation));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// `factrl export`: the model folder in the llava-hf layout (config, processor, tokenizer,
@@ -308,12 +268,9 @@ pub fn generate_file(
 pub fn export(model_dir: &Path, output: &Path, dtype: SaveDtype) -> Result<(), ModelError> {
     let folder = ModelFolder::load(model_dir, &inference_device())?;
     save_llava(&folder.model, output, dtype, MAX_SHARD_BYTES)?;
-    folder
-        .processor
-        .save(&output.join("preprocessor_config.json"))?;
+    folder.processor.save(&output.join("preprocessor_config.json"))?;
     let tokenizer_out = output.join("tokenizer.json");
-    std::fs::copy(&folder.tokenizer_path, &tokenizer_out)
-        .map_err(|e| ModelError::io(&tokenizer_out, e))?;
+    std::fs::copy(&folder.tokenizer_path, &tokenizer_out).map_err(|e| ModelError::io(&tokenizer_out, e))?;
     // transformers' tokenizer and generation settings, where the folder has them.
     for name in COMPANION_FILES {
         let (from, to) = (model_dir.join(name), output.join(name));

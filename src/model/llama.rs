@@ -45,39 +45,23 @@ struct Rope {
 
 impl Rope {
     /// Tables for `positions` (`[b, t]`, row-major) with LLaMA's half-split layout.
-    fn new(
-        positions: &[f32],
-        b: usize,
-        t: usize,
-        head_dim: usize,
-        theta: f64,
-        device: &Device,
-    ) -> Self {
+    fn new(positions: &[f32], b: usize, t: usize, head_dim: usize, theta: f64, device: &Device) -> Self {
         let half = head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
-            .collect();
+        let inv_freq: Vec<f32> =
+            (0..half).map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32).collect();
         let pos = Tensor::<3>::from_data(TensorData::new(positions.to_vec(), [b, t, 1]), device);
         let inv = Tensor::<3>::from_data(TensorData::new(inv_freq, [1, 1, half]), device);
         let freqs = pos * inv; // [b, t, half]
         let emb = Tensor::cat(vec![freqs.clone(), freqs], 2).unsqueeze_dim::<4>(1); // [b, 1, t, hd]
-        Rope {
-            cos: emb.clone().cos(),
-            sin: emb.sin(),
-        }
+        Rope { cos: emb.clone().cos(), sin: emb.sin() }
     }
 
     /// # Shapes
     /// - `x`: `[b, heads, t, head_dim]` -> same
     fn apply(&self, x: Tensor<4>) -> Tensor<4> {
         let half = x.dims()[3] / 2;
-        let rotated = Tensor::cat(
-            vec![
-                x.clone().narrow(3, half, half).neg(),
-                x.clone().narrow(3, 0, half),
-            ],
-            3,
-        );
+        let rotated =
+            Tensor::cat(vec![x.clone().narrow(3, half, half).neg(), x.clone().narrow(3, 0, half)], 3);
         x * self.cos.clone() + rotated * self.sin.clone()
     }
 }
@@ -130,10 +114,7 @@ impl LlamaAttention {
         // A finite fill keeps fully padded query rows finite (uniform) instead of NaN.
         let attn = softmax(scores.mask_fill(mask.clone(), f32::MIN), 3);
         let y = attn.reshape([b, kv, (h / kv) * t, s]).matmul(v); // [b, kv, rep * t, hd]
-        let y = y
-            .reshape([b, h, t, hd])
-            .swap_dims(1, 2)
-            .reshape([b, t, h * hd]);
+        let y = y.reshape([b, h, t, hd]).swap_dims(1, 2).reshape([b, t, h * hd]);
         self.o_proj.forward(y)
     }
 }
@@ -178,22 +159,12 @@ pub struct LlamaModel {
 impl LlamaModel {
     /// A randomly initialised decoder.
     pub fn init(config: &LlamaConfig, device: &Device) -> Self {
-        let init = Initializer::Normal {
-            mean: 0.0,
-            std: 0.02,
-        };
+        let init = Initializer::Normal { mean: 0.0, std: 0.02 };
         let linear = |i: usize, o: usize, bias: bool| {
-            LinearConfig::new(i, o)
-                .with_bias(bias)
-                .with_initializer(init.clone())
-                .init(device)
+            LinearConfig::new(i, o).with_bias(bias).with_initializer(init.clone()).init(device)
         };
         let (d, hd) = (config.hidden_size, config.head_dim);
-        let (h, kv, ab) = (
-            config.num_attention_heads,
-            config.num_key_value_heads,
-            config.attention_bias,
-        );
+        let (h, kv, ab) = (config.num_attention_heads, config.num_key_value_heads, config.attention_bias);
         let norm = || RmsNorm::new(d, config.rms_norm_eps, device);
         let layers = (0..config.num_hidden_layers)
             .map(|_| LlamaDecoderLayer {
@@ -216,9 +187,7 @@ impl LlamaModel {
             })
             .collect();
         LlamaModel {
-            embed_tokens: EmbeddingConfig::new(config.vocab_size, d)
-                .with_initializer(init)
-                .init(device),
+            embed_tokens: EmbeddingConfig::new(config.vocab_size, d).with_initializer(init).init(device),
             layers,
             norm: norm(),
             rope_theta: config.rope_theta,
@@ -233,41 +202,19 @@ impl LlamaModel {
     pub fn forward(&self, embeds: Tensor<3>, key_mask: &[bool], cache: &mut KvCache) -> Tensor<3> {
         let [b, t, _] = embeds.dims();
         let s = cache.len() + t;
-        assert_eq!(
-            key_mask.len(),
-            b * s,
-            "key mask must cover cached and new tokens"
-        );
+        assert_eq!(key_mask.len(), b * s, "key mask must cover cached and new tokens");
         let device = embeds.device();
         let head_dim = self.layers.first().map_or(2, |l| l.self_attn.head_dim);
-        let rope = Rope::new(
-            &positions(key_mask, b, s, t),
-            b,
-            t,
-            head_dim,
-            self.rope_theta,
-            &device,
-        );
+        let rope = Rope::new(&positions(key_mask, b, s, t), b, t, head_dim, self.rope_theta, &device);
         let mask = blocked(key_mask, b, s, t, &device);
         cache.layers.resize(self.layers.len(), None);
-        let x = self
-            .layers
-            .iter()
-            .zip(cache.layers.iter_mut())
-            .fold(embeds, |x, (layer, c)| {
-                let a = layer.self_attn.forward(
-                    layer.input_layernorm.forward(x.clone()),
-                    &rope,
-                    &mask,
-                    c,
-                );
-                let x = x + a;
-                let h = layer.post_attention_layernorm.forward(x.clone());
-                let mlp = &layer.mlp;
-                x + mlp
-                    .down_proj
-                    .forward(silu(mlp.gate_proj.forward(h.clone())) * mlp.up_proj.forward(h))
-            });
+        let x = self.layers.iter().zip(cache.layers.iter_mut()).fold(embeds, |x, (layer, c)| {
+            let a = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), &rope, &mask, c);
+            let x = x + a;
+            let h = layer.post_attention_layernorm.forward(x.clone());
+            let mlp = &layer.mlp;
+            x + mlp.down_proj.forward(silu(mlp.gate_proj.forward(h.clone())) * mlp.up_proj.forward(h))
+        });
         self.norm.forward(x)
     }
 }
@@ -311,10 +258,7 @@ mod tests {
     #[test]
     fn positions_skip_left_padding() {
         let mask = [false, false, true, true, true, true, true, true];
-        assert_eq!(
-            positions(&mask, 2, 4, 4),
-            vec![0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 2.0, 3.0]
-        );
+        assert_eq!(positions(&mask, 2, 4, 4), vec![0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 2.0, 3.0]);
         assert_eq!(positions(&mask, 2, 4, 1), vec![1.0, 3.0]);
     }
 }

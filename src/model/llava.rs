@@ -45,10 +45,7 @@ impl TextBatch {
         for seq in sequences {
             let pad = len - seq.len();
             let (real_ids, real_mask) = (seq.iter().copied(), std::iter::repeat_n(true, seq.len()));
-            let (pad_ids, pad_mask) = (
-                std::iter::repeat_n(pad_id, pad),
-                std::iter::repeat_n(false, pad),
-            );
+            let (pad_ids, pad_mask) = (std::iter::repeat_n(pad_id, pad), std::iter::repeat_n(false, pad));
             match side {
                 PaddingSide::Left => {
                     ids.extend(pad_ids.chain(real_ids));
@@ -60,20 +57,12 @@ impl TextBatch {
                 }
             }
         }
-        TextBatch {
-            ids,
-            mask,
-            batch: sequences.len(),
-            len,
-        }
+        TextBatch { ids, mask, batch: sequences.len(), len }
     }
 
     /// Column of the last real token of each row (0 for an empty row).
     pub fn last_real(&self) -> Vec<usize> {
-        self.mask
-            .chunks(self.len.max(1))
-            .map(|row| row.iter().rposition(|&m| m).unwrap_or(0))
-            .collect()
+        self.mask.chunks(self.len.max(1)).map(|row| row.iter().rposition(|&m| m).unwrap_or(0)).collect()
     }
 }
 
@@ -112,10 +101,7 @@ impl Llava {
         let lm_head = (!t.tie_word_embeddings).then(|| {
             LinearConfig::new(t.hidden_size, t.vocab_size)
                 .with_bias(false)
-                .with_initializer(Initializer::Normal {
-                    mean: 0.0,
-                    std: 0.02,
-                })
+                .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
                 .init(device)
         });
         Ok(Llava {
@@ -175,10 +161,7 @@ impl Llava {
         let image_id = self.config.image_token_id;
         let per_image = self.config.image_features();
         // Image placeholders may lie outside the vocabulary; embed them as id 0 and replace.
-        let text_ids: Vec<i64> = ids
-            .iter()
-            .map(|&i| if i == image_id { 0 } else { i64::from(i) })
-            .collect();
+        let text_ids: Vec<i64> = ids.iter().map(|&i| if i == image_id { 0 } else { i64::from(i) }).collect();
         let text_ids = Tensor::<2, Int>::from_data(TensorData::new(text_ids, [b, t]), &device);
         let text = self.language_model.embed_tokens.forward(text_ids); // [b, t, d]
         let features = match images {
@@ -230,13 +213,8 @@ impl Llava {
             })
             .collect();
         let index = Tensor::<1, Int>::from_data(TensorData::new(index, [rows]), &device);
-        let table = Tensor::cat(
-            vec![
-                text.reshape([rows, d]),
-                projected.reshape([n_images * per_image, d]),
-            ],
-            0,
-        );
+        let table =
+            Tensor::cat(vec![text.reshape([rows, d]), projected.reshape([n_images * per_image, d])], 0);
         Ok(table.select(0, index).reshape([b, t, d]))
     }
 
@@ -270,18 +248,8 @@ impl Llava {
     ///
     /// # Shapes
     /// - -> `[b, t, d]`
-    pub fn hidden_states(
-        &self,
-        batch: &TextBatch,
-        images: ImageInput,
-    ) -> Result<Tensor<3>, ModelError> {
-        self.decode(
-            &batch.ids,
-            batch.batch,
-            images,
-            &batch.mask,
-            &mut KvCache::default(),
-        )
+    pub fn hidden_states(&self, batch: &TextBatch, images: ImageInput) -> Result<Tensor<3>, ModelError> {
+        self.decode(&batch.ids, batch.batch, images, &batch.mask, &mut KvCache::default())
     }
 
     /// Next-token logits from hidden states.
@@ -291,14 +259,7 @@ impl Llava {
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            None => hidden.matmul(
-                self.language_model
-                    .embed_tokens
-                    .weight
-                    .val()
-                    .transpose()
-                    .unsqueeze(),
-            ),
+            None => hidden.matmul(self.language_model.embed_tokens.weight.val().transpose().unsqueeze()),
         }
     }
 
@@ -315,25 +276,15 @@ impl Llava {
     ///
     /// # Shapes
     /// - -> `[b, t - 1]`
-    pub fn token_logprobs(
-        &self,
-        batch: &TextBatch,
-        images: ImageInput,
-    ) -> Result<Tensor<2>, ModelError> {
+    pub fn token_logprobs(&self, batch: &TextBatch, images: ImageInput) -> Result<Tensor<2>, ModelError> {
         let (b, t) = (batch.batch, batch.len);
         if t < 2 {
-            return Err(ModelError::Input(
-                "log-probs need sequences of at least 2 tokens".into(),
-            ));
+            return Err(ModelError::Input("log-probs need sequences of at least 2 tokens".into()));
         }
         let logits = self.forward(batch, images)?.narrow(1, 0, t - 1); // [b, t - 1, vocab]
-        let next: Vec<i64> = batch
-            .ids
-            .chunks(t)
-            .flat_map(|row| row[1..].iter().map(|&i| i64::from(i)))
-            .collect();
-        let next =
-            Tensor::<3, Int>::from_data(TensorData::new(next, [b, t - 1, 1]), &self.device());
+        let next: Vec<i64> =
+            batch.ids.chunks(t).flat_map(|row| row[1..].iter().map(|&i| i64::from(i))).collect();
+        let next = Tensor::<3, Int>::from_data(TensorData::new(next, [b, t - 1, 1]), &self.device());
         Ok(log_softmax(logits, 2).gather(2, next).reshape([b, t - 1]))
     }
 }
@@ -352,27 +303,16 @@ impl ScalarHead {
         let initializer = if zero {
             Initializer::Zeros
         } else {
-            Initializer::Normal {
-                mean: 0.0,
-                std: 1.0 / (d as f64 + 1.0).sqrt(),
-            }
+            Initializer::Normal { mean: 0.0, std: 1.0 / (d as f64 + 1.0).sqrt() }
         };
-        ScalarHead {
-            score: LinearConfig::new(d, 1)
-                .with_initializer(initializer)
-                .init(device),
-        }
+        ScalarHead { score: LinearConfig::new(d, 1).with_initializer(initializer).init(device) }
     }
 
     /// # Shapes
     /// - `hidden`: `[b, t, d]`, `last`: `b` columns ([`TextBatch::last_real`]) -> `[b]`
     pub fn forward(&self, hidden: Tensor<3>, last: &[usize]) -> Tensor<1> {
         let [b, t, d] = hidden.dims();
-        let rows: Vec<i64> = last
-            .iter()
-            .enumerate()
-            .map(|(r, &c)| (r * t + c) as i64)
-            .collect();
+        let rows: Vec<i64> = last.iter().enumerate().map(|(r, &c)| (r * t + c) as i64).collect();
         let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [b]), &hidden.device());
         let picked = hidden.reshape([b * t, d]).select(0, rows); // [b, d]
         self.score.forward(picked).reshape([b])

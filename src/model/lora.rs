@@ -73,9 +73,7 @@ pub struct LoraConfig {
 /// Attaches adapters to `config.targets` and freezes every other parameter.
 pub fn apply_lora(model: Llava, config: &LoraConfig) -> Result<Llava, ModelError> {
     if config.rank == 0 || config.targets.is_empty() {
-        return Err(ModelError::Config(
-            "LoRA needs a rank above 0 and at least one target".into(),
-        ));
+        return Err(ModelError::Config("LoRA needs a rank above 0 and at least one target".into()));
     }
     if config.dropout != 0.0 {
         return Err(ModelError::Config(format!(
@@ -85,12 +83,9 @@ pub fn apply_lora(model: Llava, config: &LoraConfig) -> Result<Llava, ModelError
         )));
     }
     let layers = model.language_model.layers.len();
-    let paths: Vec<String> = (0..layers)
-        .flat_map(|l| config.targets.iter().map(move |t| t.path(l)))
-        .collect();
-    Ok(model.apply_lora(
-        Lora::new(config.rank, config.alpha).set_param_group(ParamGroup::from_paths(paths)),
-    ))
+    let paths: Vec<String> =
+        (0..layers).flat_map(|l| config.targets.iter().map(move |t| t.path(l))).collect();
+    Ok(model.apply_lora(Lora::new(config.rank, config.alpha).set_param_group(ParamGroup::from_paths(paths))))
 }
 
 /// A copy of `model` with its adapters folded into the weights; `model` keeps them.

@@ -46,10 +46,7 @@ pub struct RmsNorm {
 impl RmsNorm {
     /// An RMSNorm of width `d` with weight 1.
     pub fn new(d: usize, eps: f64, device: &Device) -> Self {
-        RmsNorm {
-            weight: Param::from_tensor(Tensor::ones([d], device)),
-            eps,
-        }
+        RmsNorm { weight: Param::from_tensor(Tensor::ones([d], device)), eps }
     }
 
     /// # Shapes

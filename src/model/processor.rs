@@ -110,10 +110,7 @@ impl ClipProcessor {
     /// Reads `preprocessor_config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| ModelError::Json {
-            path: path.to_path_buf(),
-            source: e,
-        })
+        serde_json::from_str(&text).map_err(|e| ModelError::Json { path: path.to_path_buf(), source: e })
     }
 
     /// Writes `preprocessor_config.json` as transformers expects it.
@@ -133,19 +130,11 @@ impl ClipProcessor {
 
     /// Reads and processes an image file: `[3, h, w]` values, channels first.
     pub fn process_file(&self, path: &Path) -> Result<Vec<f32>, ModelError> {
-        let image = image::open(path).map_err(|e| ModelError::Image {
-            path: path.to_path_buf(),
-            problem: e.to_string(),
-        })?;
-        let rgb = if image.color().has_alpha() {
-            composite_on_white(&image.to_rgba8())
-        } else {
-            image.to_rgb8()
-        };
-        self.process(&rgb).map_err(|problem| ModelError::Image {
-            path: path.to_path_buf(),
-            problem,
-        })
+        let image = image::open(path)
+            .map_err(|e| ModelError::Image { path: path.to_path_buf(), problem: e.to_string() })?;
+        let rgb =
+            if image.color().has_alpha() { composite_on_white(&image.to_rgba8()) } else { image.to_rgb8() };
+        self.process(&rgb).map_err(|problem| ModelError::Image { path: path.to_path_buf(), problem })
     }
 
     /// Processes an RGB image: `[3, h, w]` values, channels first.
@@ -156,15 +145,9 @@ impl ClipProcessor {
             let short = self.size.shortest_edge();
             // transformers truncates the long side: int(short * long / short_in).
             let (nw, nh) = if w <= h {
-                (
-                    short,
-                    (u64::from(short) * u64::from(h) / u64::from(w)) as u32,
-                )
+                (short, (u64::from(short) * u64::from(h) / u64::from(w)) as u32)
             } else {
-                (
-                    (u64::from(short) * u64::from(w) / u64::from(h)) as u32,
-                    short,
-                )
+                ((u64::from(short) * u64::from(w) / u64::from(h)) as u32, short)
             };
             image = resize_bicubic(&image, nw, nh);
         }
@@ -174,8 +157,7 @@ impl ClipProcessor {
             if w < cw || h < ch {
                 return Err(format!("{w}x{h} is smaller than the {cw}x{ch} crop"));
             }
-            image =
-                image::imageops::crop_imm(&image, (w - cw) / 2, (h - ch) / 2, cw, ch).to_image();
+            image = image::imageops::crop_imm(&image, (w - cw) / 2, (h - ch) / 2, cw, ch).to_image();
         }
         let (w, h) = image.dimensions();
         let mut out = vec![0.0f32; 3 * (w * h) as usize];
@@ -242,15 +224,12 @@ fn coefficients(in_size: u32, out_size: u32) -> Vec<(usize, Vec<i64>)> {
             let center = (f64::from(i) + 0.5) * scale;
             let min = ((center - support + 0.5) as i64).max(0) as usize;
             let max = ((center + support + 0.5) as i64).min(i64::from(in_size)) as usize;
-            let w: Vec<f64> = (min..max)
-                .map(|x| bicubic((x as f64 - center + 0.5) / filter_scale))
-                .collect();
+            let w: Vec<f64> = (min..max).map(|x| bicubic((x as f64 - center + 0.5) / filter_scale)).collect();
             let total: f64 = w.iter().sum();
             let fixed = w
                 .iter()
                 .map(|&k| {
-                    let k = if total != 0.0 { k / total } else { k }
-                        * f64::from(1u32 << PRECISION_BITS);
+                    let k = if total != 0.0 { k / total } else { k } * f64::from(1u32 << PRECISION_BITS);
                     (if k < 0.0 { k - 0.5 } else { k + 0.5 }) as i64
                 })
                 .collect();
@@ -265,21 +244,14 @@ fn clip8(v: i64) -> u8 {
 
 /// One separable pass along x (`horizontal`) or y.
 fn pass(image: &RgbImage, out_w: u32, out_h: u32, horizontal: bool) -> RgbImage {
-    let coeffs = if horizontal {
-        coefficients(image.width(), out_w)
-    } else {
-        coefficients(image.height(), out_h)
-    };
+    let coeffs =
+        if horizontal { coefficients(image.width(), out_w) } else { coefficients(image.height(), out_h) };
     RgbImage::from_fn(out_w, out_h, |x, y| {
         let (start, weights) = &coeffs[if horizontal { x } else { y } as usize];
         let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
         for (j, &k) in weights.iter().enumerate() {
             let src = (start + j) as u32;
-            let p = if horizontal {
-                image.get_pixel(src, y)
-            } else {
-                image.get_pixel(x, src)
-            };
+            let p = if horizontal { image.get_pixel(src, y) } else { image.get_pixel(x, src) };
             for c in 0..3 {
                 acc[c] += i64::from(p[c]) * k;
             }

@@ -18,30 +18,18 @@ pub struct Projector {
 
 impl Projector {
     /// A randomly initialised projector from `d_vision` to `d_text`.
-    pub fn init(
-        kind: ProjectorKind,
-        d_vision: usize,
-        d_text: usize,
-        bias: bool,
-        device: &Device,
-    ) -> Self {
+    pub fn init(kind: ProjectorKind, d_vision: usize, d_text: usize, bias: bool, device: &Device) -> Self {
         let linear = |i: usize| {
             LinearConfig::new(i, d_text)
                 .with_bias(bias)
-                .with_initializer(Initializer::Normal {
-                    mean: 0.0,
-                    std: 0.02,
-                })
+                .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
                 .init(device)
         };
         let linear_2 = match kind {
             ProjectorKind::Linear => None,
             ProjectorKind::Mlp2xGelu => Some(linear(d_text)),
         };
-        Projector {
-            linear_1: linear(d_vision),
-            linear_2,
-        }
+        Projector { linear_1: linear(d_vision), linear_2 }
     }
 
     /// # Shapes
@@ -66,10 +54,7 @@ mod tests {
         let x = Tensor::<3>::ones([2, 5, 8], &device);
         for kind in [ProjectorKind::Linear, ProjectorKind::Mlp2xGelu] {
             let projector = Projector::init(kind, 8, 16, true, &device);
-            assert_eq!(
-                projector.linear_2.is_some(),
-                kind == ProjectorKind::Mlp2xGelu
-            );
+            assert_eq!(projector.linear_2.is_some(), kind == ProjectorKind::Mlp2xGelu);
             assert_eq!(projector.forward(x.clone()).dims(), [2, 5, 16]);
         }
     }

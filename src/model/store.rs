@@ -38,12 +38,9 @@ struct ShardIndex {
 pub fn checkpoint_files(dir: &Path, stem: &str) -> Result<Vec<PathBuf>, ModelError> {
     let index_path = dir.join(format!("{stem}.safetensors.index.json"));
     if index_path.exists() {
-        let text =
-            std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
-        let index: ShardIndex = serde_json::from_str(&text).map_err(|e| ModelError::Json {
-            path: index_path.clone(),
-            source: e,
-        })?;
+        let text = std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
+        let index: ShardIndex = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Json { path: index_path.clone(), source: e })?;
         let shards: std::collections::BTreeSet<&String> = index.weight_map.values().collect();
         return Ok(shards.into_iter().map(|s| dir.join(s)).collect());
     }
@@ -76,10 +73,8 @@ pub fn load_params<M: Module>(
         let handle = std::fs::File::open(file).map_err(|e| ModelError::io(file, e))?;
         // SAFETY: the file is only read, and a checkpoint is not expected to change while loading.
         let bytes = unsafe { memmap2::Mmap::map(&handle) }.map_err(|e| ModelError::io(file, e))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Safetensors {
-            path: file.clone(),
-            problem: e.to_string(),
-        })?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| ModelError::Safetensors { path: file.clone(), problem: e.to_string() })?;
         let mut loader = Loader {
             stack: Vec::new(),
             tensors: HashMap::new(),
@@ -88,21 +83,14 @@ pub fn load_params<M: Module>(
             file: file.clone(),
         };
         for (key, view) in st.tensors() {
-            let tensor_error = |problem: String| ModelError::Tensor {
-                path: file.clone(),
-                tensor: key.clone(),
-                problem,
-            };
+            let tensor_error =
+                |problem: String| ModelError::Tensor { path: file.clone(), tensor: key.clone(), problem };
             match to_path(&key) {
                 Err(problem) => return Err(tensor_error(problem)),
-                Ok((path, false)) => unused.push((
-                    path,
-                    view.shape().to_vec(),
-                    to_f32(&view).map_err(tensor_error)?,
-                )),
-                Ok((path, true))
-                    if loaded.contains(&path) || loader.tensors.contains_key(&path) =>
-                {
+                Ok((path, false)) => {
+                    unused.push((path, view.shape().to_vec(), to_f32(&view).map_err(tensor_error)?))
+                }
+                Ok((path, true)) if loaded.contains(&path) || loader.tensors.contains_key(&path) => {
                     return Err(tensor_error(format!("a second tensor for `{path}`")));
                 }
                 Ok((path, true)) => {
@@ -136,24 +124,14 @@ pub fn load_params<M: Module>(
 
 /// Module paths of the float parameters (adapter factors excluded), without reading values.
 fn collect_paths<M: Module>(module: &M) -> Vec<String> {
-    let mut collector = Collector {
-        stack: Vec::new(),
-        values: false,
-        out: Vec::new(),
-        error: None,
-    };
+    let mut collector = Collector { stack: Vec::new(), values: false, out: Vec::new(), error: None };
     module.visit(&mut collector);
     collector.out.into_iter().map(|(path, _, _)| path).collect()
 }
 
 /// Path, checkpoint shape and f32 values of every float parameter, LoRA merged.
 pub fn collect_params<M: Module>(module: &M) -> Result<Vec<NamedTensor>, ModelError> {
-    let mut collector = Collector {
-        stack: Vec::new(),
-        values: true,
-        out: Vec::new(),
-        error: None,
-    };
+    let mut collector = Collector { stack: Vec::new(), values: true, out: Vec::new(), error: None };
     module.visit(&mut collector);
     match collector.error {
         Some(error) => Err(error),
@@ -165,25 +143,17 @@ pub fn collect_params<M: Module>(module: &M) -> Result<Vec<NamedTensor>, ModelEr
 type Stack = Vec<(String, String)>;
 
 fn path_of(stack: &Stack) -> String {
-    stack
-        .iter()
-        .map(|(name, _)| name.as_str())
-        .collect::<Vec<_>>()
-        .join(".")
+    stack.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join(".")
 }
 
 /// Linear weights are stored transposed relative to PyTorch.
 fn is_linear_weight(stack: &Stack) -> bool {
-    stack
-        .last()
-        .is_some_and(|(name, parent)| name == "weight" && parent == "Struct:Linear")
+    stack.last().is_some_and(|(name, parent)| name == "weight" && parent == "Struct:Linear")
 }
 
 /// Inside a reparameterisation (LoRA factors), whose effect is already in the weight's value.
 fn in_adapter(stack: &Stack) -> bool {
-    stack
-        .iter()
-        .any(|(_, parent)| parent == "Reparameterization")
+    stack.iter().any(|(_, parent)| parent == "Reparameterization")
 }
 
 struct Loader<'a> {
@@ -196,8 +166,7 @@ struct Loader<'a> {
 
 impl ModuleMapper for Loader<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack
-            .push((name.to_string(), container_type.to_string()));
+        self.stack.push((name.to_string(), container_type.to_string()));
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
@@ -217,16 +186,10 @@ impl ModuleMapper for Loader<'_> {
         if transpose {
             expected.reverse();
         }
-        let fail = |problem: String| ModelError::Tensor {
-            path: self.file.clone(),
-            tensor: key.clone(),
-            problem,
-        };
+        let fail =
+            |problem: String| ModelError::Tensor { path: self.file.clone(), tensor: key.clone(), problem };
         if view.shape() != expected.as_slice() {
-            self.error = Some(fail(format!(
-                "shape {:?}, the model expects {expected:?}",
-                view.shape()
-            )));
+            self.error = Some(fail(format!("shape {:?}, the model expects {expected:?}", view.shape())));
             return param;
         }
         let values = match to_f32(&view) {
@@ -256,8 +219,7 @@ struct Collector {
 
 impl ModuleVisitor for Collector {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack
-            .push((name.to_string(), container_type.to_string()));
+        self.stack.push((name.to_string(), container_type.to_string()));
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
@@ -269,8 +231,7 @@ impl ModuleVisitor for Collector {
             return;
         }
         if !self.values {
-            self.out
-                .push((path_of(&self.stack), Vec::new(), Vec::new()));
+            self.out.push((path_of(&self.stack), Vec::new(), Vec::new()));
             return;
         }
         let mut tensor = param.val();
@@ -281,11 +242,7 @@ impl ModuleVisitor for Collector {
         let path = path_of(&self.stack);
         match tensor.into_data().try_into_vec_as::<f32>() {
             Ok(values) => self.out.push((path, shape, values)),
-            Err(e) => {
-                self.error = Some(ModelError::Input(format!(
-                    "reading parameter `{path}`: {e:?}"
-                )))
-            }
+            Err(e) => self.error = Some(ModelError::Input(format!("reading parameter `{path}`: {e:?}"))),
         }
     }
 }
@@ -294,22 +251,13 @@ impl ModuleVisitor for Collector {
 fn to_f32(view: &TensorView) -> Result<Vec<f32>, String> {
     let data = view.data();
     Ok(match view.dtype() {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
+        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => {
+            data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+        }
         other => {
-            return Err(format!(
-                "dtype {other:?} is not a float type factrl reads (f32, f16, bf16)"
-            ));
+            return Err(format!("dtype {other:?} is not a float type factrl reads (f32, f16, bf16)"));
         }
     })
 }
@@ -318,14 +266,8 @@ fn to_f32(view: &TensorView) -> Result<Vec<f32>, String> {
 fn encode(values: &[f32], dtype: SaveDtype) -> Vec<u8> {
     match dtype {
         SaveDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        SaveDtype::F16 => values
-            .iter()
-            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-            .collect(),
-        SaveDtype::Bf16 => values
-            .iter()
-            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
-            .collect(),
+        SaveDtype::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+        SaveDtype::Bf16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
     }
 }
 
@@ -343,10 +285,8 @@ pub fn save_tensors(
         SaveDtype::F16 => Dtype::F16,
         SaveDtype::Bf16 => Dtype::BF16,
     };
-    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(k, s, v)| (k, s, encode(&v, dtype)))
-        .collect();
+    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.into_iter().map(|(k, s, v)| (k, s, encode(&v, dtype))).collect();
     // Greedy shards in key order; a tensor larger than the limit gets a shard of its own.
     let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
     let mut size = 0;
@@ -374,35 +314,24 @@ pub fn save_tensors(
         let mut views = Vec::new();
         for &t in shard {
             let (key, shape, bytes) = &encoded[t];
-            let view = TensorView::new(st_dtype, shape.clone(), bytes).map_err(|e| {
-                ModelError::Tensor {
-                    path: path.clone(),
-                    tensor: key.clone(),
-                    problem: e.to_string(),
-                }
+            let view = TensorView::new(st_dtype, shape.clone(), bytes).map_err(|e| ModelError::Tensor {
+                path: path.clone(),
+                tensor: key.clone(),
+                problem: e.to_string(),
             })?;
             views.push((key.clone(), view));
             weight_map.insert(key.clone(), name(i));
         }
         let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-        safetensors::serialize_to_file(views, Some(metadata), &path).map_err(|e| {
-            ModelError::Safetensors {
-                path: path.clone(),
-                problem: e.to_string(),
-            }
-        })?;
+        safetensors::serialize_to_file(views, Some(metadata), &path)
+            .map_err(|e| ModelError::Safetensors { path: path.clone(), problem: e.to_string() })?;
     }
     if n > 1 {
         let total: usize = encoded.iter().map(|(_, _, b)| b.len()).sum();
-        let index = ShardIndex {
-            metadata: serde_json::json!({ "total_size": total }),
-            weight_map,
-        };
+        let index = ShardIndex { metadata: serde_json::json!({ "total_size": total }), weight_map };
         let path = dir.join(format!("{stem}.safetensors.index.json"));
-        let json = serde_json::to_string_pretty(&index).map_err(|e| ModelError::Json {
-            path: path.clone(),
-            source: e,
-        })?;
+        let json = serde_json::to_string_pretty(&index)
+            .map_err(|e| ModelError::Json { path: path.clone(), source: e })?;
         std::fs::write(&path, json).map_err(|e| ModelError::io(&path, e))?;
     }
     Ok(())

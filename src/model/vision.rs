@@ -33,11 +33,7 @@ impl ClipEmbeddings {
         let patches = self.patch_embedding.forward(pixels); // [n, d, h/p, w/p]
         let [n, d, gh, gw] = patches.dims();
         let patches = patches.reshape([n, d, gh * gw]).swap_dims(1, 2); // [n, patches, d]
-        let class = self
-            .class_embedding
-            .val()
-            .reshape([1, 1, d])
-            .repeat_dim(0, n); // [n, 1, d]
+        let class = self.class_embedding.val().reshape([1, 1, d]).repeat_dim(0, n); // [n, 1, d]
         let positions = self.position_embedding.weight.val().unsqueeze::<3>(); // [1, 1 + patches, d]
         Tensor::cat(vec![class, patches], 1) + positions
     }
@@ -149,15 +145,8 @@ impl ClipVisionTower {
     /// A randomly initialised tower computing with the first `layers` encoder layers of `config`.
     pub fn init(config: &VisionConfig, layers: usize, device: &Device) -> Result<Self, ModelError> {
         let d = config.hidden_size;
-        let init = Initializer::Normal {
-            mean: 0.0,
-            std: 0.02,
-        };
-        let linear = |i: usize, o: usize| {
-            LinearConfig::new(i, o)
-                .with_initializer(init.clone())
-                .init(device)
-        };
+        let init = Initializer::Normal { mean: 0.0, std: 0.02 };
+        let linear = |i: usize, o: usize| LinearConfig::new(i, o).with_initializer(init.clone()).init(device);
         let norm = || LayerNorm::new(d, config.layer_norm_eps, device);
         let p = config.patch_size;
         let embeddings = ClipEmbeddings {
@@ -186,30 +175,17 @@ impl ClipVisionTower {
             },
             layer_norm2: norm(),
         };
-        let mut all: Vec<ClipEncoderLayer> = (0..config.num_hidden_layers.max(layers))
-            .map(layer)
-            .collect();
+        let mut all: Vec<ClipEncoderLayer> = (0..config.num_hidden_layers.max(layers)).map(layer).collect();
         let unused = all.split_off(layers);
         let prefixed = |prefix: String, params: Vec<NamedTensor>| {
-            params
-                .into_iter()
-                .map(move |(p, s, v)| (format!("{prefix}.{p}"), s, v))
+            params.into_iter().map(move |(p, s, v)| (format!("{prefix}.{p}"), s, v))
         };
-        let mut carried: Vec<_> =
-            prefixed("post_layernorm".into(), collect_params(&norm())?).collect();
+        let mut carried: Vec<_> = prefixed("post_layernorm".into(), collect_params(&norm())?).collect();
         for (i, l) in unused.iter().enumerate() {
-            carried.extend(prefixed(
-                format!("encoder.layers.{}", layers + i),
-                collect_params(l)?,
-            ));
+            carried.extend(prefixed(format!("encoder.layers.{}", layers + i), collect_params(l)?));
         }
         let encoder = ClipEncoder { layers: all };
-        Ok(ClipVisionTower {
-            embeddings,
-            pre_layrnorm: norm(),
-            encoder,
-            carried: Carried(carried),
-        })
+        Ok(ClipVisionTower { embeddings, pre_layrnorm: norm(), encoder, carried: Carried(carried) })
     }
 
     /// The hidden state after the last held layer (the embeddings if none), class token first.
@@ -218,10 +194,7 @@ impl ClipVisionTower {
     /// - `pixels`: `[n, c, h, w]` -> `[n, 1 + patches, d]`
     pub fn forward(&self, pixels: Tensor<4>) -> Tensor<3> {
         let x = self.pre_layrnorm.forward(self.embeddings.forward(pixels));
-        self.encoder
-            .layers
-            .iter()
-            .fold(x, |x, layer| layer.forward(x))
+        self.encoder.layers.iter().fold(x, |x, layer| layer.forward(x))
     }
 }
 

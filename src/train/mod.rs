@@ -2,5 +2,7 @@
 //! algorithm.
 
 pub mod config;
+pub mod optim;
 pub mod run;
 pub mod schedule;
+pub mod sft;

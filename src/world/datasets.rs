@@ -98,7 +98,7 @@ pub fn sft(
         }
     };
     out.push(record(
-        format!("{id}-{}", task_name(other.task)),
+        format!("{id}-{}", other.task.name()),
         image,
         &other.question,
         &other.answer,
@@ -120,11 +120,6 @@ pub fn sft(
         });
     }
     out
-}
-
-/// The snake_case name of a task, for record ids.
-fn task_name(t: Task) -> String {
-    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
 /// A prompt for preference collection or PPO: a description request or a short question.
@@ -204,7 +199,7 @@ pub fn eval(
         lang::multiple_choice(scene, rng),
         lang::existence(scene, lc, rng),
     ] {
-        out.push(record(format!("{id}-{}", task_name(qa.task)), image, &qa.question, &qa.answer, qa.task));
+        out.push(record(format!("{id}-{}", qa.task.name()), image, &qa.question, &qa.answer, qa.task));
     }
     out
 }

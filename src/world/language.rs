@@ -225,6 +225,12 @@ pub fn pope_question(class: Class) -> String {
     format!("Is there {} in the image?", with_article(&class.name()))
 }
 
+/// The class a POPE question asks about (the inverse of [`pope_question`]).
+pub fn pope_class(text: &str) -> Option<Class> {
+    let rest = text.strip_prefix("Is there an ").or_else(|| text.strip_prefix("Is there a "))?;
+    Class::parse(rest.strip_suffix(" in the image?")?)
+}
+
 /// An absent class of the configured kind (falling back to any absent class).
 fn negative(scene: &Scene, cfg: &LanguageConfig, rng: &mut impl Rng) -> Class {
     let roll: f64 = rng.random();

@@ -1,0 +1,43 @@
+//! `factrl train`: one subcommand per algorithm, each reading a TOML config.
+
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+/// `factrl train` subcommands.
+#[derive(Subcommand)]
+pub enum TrainCommand {
+    /// Stage 1: feature-alignment pretraining on captions (configs/pretrain.toml).
+    Pretrain(TrainArgs),
+    /// Stage 2: supervised fine-tuning on instructions (configs/sft.toml).
+    Sft(TrainArgs),
+}
+
+/// Flags shared by the trainers.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// TOML config file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a config key, e.g. `--set lr=3e-4 --set out=runs/x` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Continue the run in the config's `out` folder from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+}
+
+/// Runs `factrl train ...`.
+pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
+    let (TrainCommand::Pretrain(a) | TrainCommand::Sft(a)) = cmd;
+    let cfg = crate::train::sft::load_config(&a.config, &a.sets)?;
+    let s = crate::train::sft::train(&cfg, a.resume)?;
+    println!(
+        "trained {} steps in {:.0} s: loss {:.4}{}; model in {}",
+        s.steps,
+        s.seconds,
+        s.loss,
+        s.eval_loss.map(|e| format!(", eval loss {e:.4}")).unwrap_or_default(),
+        s.model.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,534 @@
+//! LLaVA's stages 1 and 2: feature-alignment pretraining and supervised fine-tuning. Both are the
+//! same loop (cross-entropy on the assistant's tokens of vicuna_v1 conversations); they differ in
+//! their data and in which parts of the model train (`trainable`).
+
+use super::config::{self, ConfigError};
+use super::optim::{clip_global_norm, param_ids, restore_param_ids};
+use super::run::{RunDir, RunError};
+use super::schedule::warmup_cosine;
+use crate::backend::training_device;
+use crate::data::chat;
+use crate::data::formats::Conversation;
+use crate::io::{self, IoError};
+use crate::model::checkpoint::{load_llava, save_llava};
+use crate::model::jobs::MAX_SHARD_BYTES;
+use crate::model::llava::PaddingSide;
+use crate::model::processor::{ClipProcessor, pixel_batch};
+use crate::model::store::SaveDtype;
+use crate::model::{ImageInput, Llava, LlavaConfig, ModelError, TextBatch};
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tokenizers::Tokenizer;
+
+/// A part of the model that can train or stay frozen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    /// The vision tower.
+    Vision,
+    /// The projector.
+    Projector,
+    /// The decoder and LM head.
+    Decoder,
+}
+
+/// `factrl train pretrain | sft` configuration (TOML). Paths are relative to the working folder.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftConfig {
+    /// Run folder (config, metrics, checkpoint, `final/` model).
+    pub out: PathBuf,
+    /// LLaVA conversation JSON to train on; image paths are relative to its folder.
+    pub train: PathBuf,
+    /// Held-out conversations for the eval loss.
+    #[serde(default)]
+    pub val: Option<PathBuf>,
+    /// Held-out records per eval.
+    pub val_records: usize,
+    /// Model folder to start from; without it, a new `LlavaConfig::tiny` model over `tokenizer`.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
+    /// `tokenizer.json` of a new model.
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
+    /// Image side of a new model, pixels.
+    pub image_size: usize,
+    /// Parts that train: any of "vision", "projector", "decoder".
+    pub trainable: Vec<Part>,
+    /// Peak learning rate (AdamW).
+    pub lr: f64,
+    /// Learning rate at the end of the cosine decay.
+    pub min_lr: f64,
+    /// Linear warmup steps.
+    pub warmup_steps: usize,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0: off).
+    pub grad_clip: f64,
+    /// Conversations per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimiser step.
+    pub grad_accum: usize,
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Stop after this many optimiser steps, if set.
+    #[serde(default)]
+    pub max_steps: Option<usize>,
+    /// Seed of initialisation and shuffling.
+    pub seed: u64,
+    /// Steps between metric lines.
+    pub log_every: usize,
+    /// Steps between eval losses.
+    pub eval_every: usize,
+    /// Steps between checkpoints.
+    pub checkpoint_every: usize,
+}
+
+/// Why training stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A bad config.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The run folder.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// A file.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// The model.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A record that cannot be trained on.
+    #[error("{file}: {message}")]
+    Data {
+        /// The data file.
+        file: PathBuf,
+        /// What is wrong, with the record id.
+        message: String,
+    },
+    /// A setting out of range.
+    #[error("invalid setting: {0}")]
+    Setting(String),
+    /// The loss stopped being a number.
+    #[error(
+        "the loss became {value} at step {step}; stopped (the last good checkpoint, if any, is in {checkpoint})"
+    )]
+    NonFinite {
+        /// Optimiser step.
+        step: usize,
+        /// The loss.
+        value: f32,
+        /// Where the last good checkpoint is.
+        checkpoint: PathBuf,
+    },
+    /// The optimiser state could not be saved or loaded.
+    #[error("optimizer state {path}: {message}")]
+    Optimizer {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        message: String,
+    },
+}
+
+/// One training sequence: ids with the image placeholder expanded, targets, and its image.
+struct Example {
+    ids: Vec<u32>,
+    target: Vec<bool>,
+    image: usize,
+}
+
+/// Images of a dataset: processed pixels, or the frozen tower's features computed once.
+enum ImageTable {
+    Pixels(Vec<Vec<f32>>),
+    Features { rows: Vec<Vec<f32>>, shape: [usize; 2] },
+}
+
+/// Conversations of a file as training examples; images go into `images` (path -> index).
+fn load_examples(
+    file: &Path,
+    limit: Option<usize>,
+    tok: &Tokenizer,
+    model: &LlavaConfig,
+    images: &mut BTreeMap<PathBuf, usize>,
+) -> Result<Vec<Example>, TrainError> {
+    let records: Vec<Conversation> = io::read_json(file)?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let per_image = model.image_features();
+    let data_err = |message: String| TrainError::Data { file: file.to_path_buf(), message };
+    let mut out = Vec::new();
+    for r in records.iter().take(limit.unwrap_or(usize::MAX)) {
+        let enc =
+            chat::encode(tok, &r.conversations).map_err(|e| data_err(format!("record {}: {e}", r.id)))?;
+        let placeholders = enc.ids.iter().filter(|&&i| i == model.image_token_id).count();
+        if placeholders != 1 {
+            return Err(data_err(format!(
+                "record {}: {placeholders} <image> placeholders, expected 1",
+                r.id
+            )));
+        }
+        let (mut ids, mut target) = (Vec::new(), Vec::new());
+        for (&i, &t) in enc.ids.iter().zip(&enc.target) {
+            let n = if i == model.image_token_id { per_image } else { 1 };
+            ids.extend(std::iter::repeat_n(i, n));
+            target.extend(std::iter::repeat_n(t, n));
+        }
+        let path = base.join(&r.image);
+        let next = images.len();
+        let image = *images.entry(path).or_insert(next);
+        out.push(Example { ids, target, image });
+    }
+    Ok(out)
+}
+
+/// Batches of one epoch: shuffled, then grouped by length within windows of 16 batches so padding
+/// stays small while batches still mix, then the batch order shuffled. Deterministic in (seed,
+/// epoch).
+pub fn epoch_batches(lens: &[usize], batch: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.shuffle(&mut rng);
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    for window in order.chunks(batch * 16) {
+        let mut w = window.to_vec();
+        w.sort_by_key(|&i| lens[i]);
+        batches.extend(w.chunks(batch).map(<[usize]>::to_vec));
+    }
+    batches.shuffle(&mut rng);
+    batches
+}
+
+/// Mean cross-entropy of the target tokens of a batch.
+fn batch_loss(
+    model: &Llava,
+    examples: &[&Example],
+    table: &ImageTable,
+    pad: u32,
+) -> Result<(Tensor<1>, usize), TrainError> {
+    let device = model.device();
+    let seqs: Vec<Vec<u32>> = examples.iter().map(|e| e.ids.clone()).collect();
+    let batch = TextBatch::pad(&seqs, pad, PaddingSide::Right);
+    let (b, t) = (batch.batch, batch.len);
+    // Column j of the log-probs scores token j + 1.
+    let mut weights = vec![0f32; b * (t - 1)];
+    for (row, e) in examples.iter().enumerate() {
+        for (j, &is_target) in e.target.iter().enumerate().skip(1) {
+            weights[row * (t - 1) + j - 1] = is_target as u8 as f32;
+        }
+    }
+    let tokens = weights.iter().filter(|w| **w > 0.0).count();
+    let images = match table {
+        ImageTable::Pixels(rows) => {
+            let side = model.config.vision.image_size;
+            ImageInput::Pixels(pixel_batch(
+                examples.iter().map(|e| rows[e.image].clone()).collect(),
+                side,
+                side,
+                &device,
+            ))
+        }
+        ImageTable::Features { rows, shape: [f, d] } => {
+            let flat: Vec<f32> = examples.iter().flat_map(|e| rows[e.image].iter().copied()).collect();
+            ImageInput::Features(Tensor::from_data(TensorData::new(flat, [b, *f, *d]), &device))
+        }
+    };
+    let logp = model.token_logprobs(&batch, images)?; // [b, t - 1]
+    let w = Tensor::<2>::from_data(TensorData::new(weights, [b, t - 1]), &device);
+    Ok((logp.mul(w).sum().neg().div_scalar(tokens.max(1) as f32), tokens))
+}
+
+/// Freezes the parts that do not train.
+fn freeze(mut model: Llava, trainable: &[Part]) -> Llava {
+    if !trainable.contains(&Part::Vision) {
+        model.vision_tower = model.vision_tower.freeze();
+    }
+    if !trainable.contains(&Part::Projector) {
+        model.multi_modal_projector = model.multi_modal_projector.freeze();
+    }
+    if !trainable.contains(&Part::Decoder) {
+        model.language_model = model.language_model.freeze();
+        model.lm_head = model.lm_head.map(Module::freeze);
+    }
+    model
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Optimiser steps taken in all.
+    pub steps: usize,
+    /// Last training loss.
+    pub loss: f32,
+    /// Last eval loss, if a val set was given.
+    pub eval_loss: Option<f32>,
+    /// Seconds this invocation trained.
+    pub seconds: f64,
+    /// The trained model folder.
+    pub model: PathBuf,
+}
+
+/// Reads the config file with overrides.
+pub fn load_config(path: &Path, sets: &[String]) -> Result<SftConfig, TrainError> {
+    let cfg: SftConfig = config::load(path, sets)?;
+    if cfg.batch_size == 0 || cfg.grad_accum == 0 || cfg.epochs == 0 || cfg.trainable.is_empty() {
+        return Err(TrainError::Setting(
+            "batch_size, grad_accum, epochs and trainable must be non-zero / non-empty".into(),
+        ));
+    }
+    Ok(cfg)
+}
+
+/// Trains, resuming from the run folder's checkpoint with `resume`.
+pub fn train(cfg: &SftConfig, resume: bool) -> Result<Summary, TrainError> {
+    let start = Instant::now();
+    let toml = toml::to_string(cfg).map_err(|e| TrainError::Setting(e.to_string()))?;
+    let run = RunDir::open(&cfg.out, resume, &toml)?;
+    let device: Device = training_device();
+    device.seed(cfg.seed);
+
+    // 1. Model, tokenizer, processor: from the checkpoint, the init folder, or new.
+    let checkpoint = if resume { run.checkpoint() } else { None };
+    let source = checkpoint.clone().or_else(|| cfg.init.clone());
+    let (model, tokenizer_path, processor) = match &source {
+        Some(dir) => {
+            let mut model = load_llava(dir, &device)?;
+            if let Some(ck) = &checkpoint {
+                let ids: BTreeMap<String, u64> = io::read_json(&ck.join("param_ids.json"))?;
+                model = restore_param_ids(model, &ids);
+            }
+            (
+                model,
+                dir.join("tokenizer.json"),
+                ClipProcessor::from_file(&dir.join("preprocessor_config.json"))?,
+            )
+        }
+        None => {
+            let tok_path = cfg.tokenizer.clone().ok_or_else(|| {
+                TrainError::Setting("set `init` (a model folder) or `tokenizer` (for a new model)".into())
+            })?;
+            let tok = load_tokenizer(&tok_path)?;
+            let id = |t: &str| {
+                tok.token_to_id(t)
+                    .ok_or_else(|| TrainError::Setting(format!("{}: no {t} token", tok_path.display())))
+            };
+            let mut c = LlavaConfig::tiny(tok.get_vocab_size(true));
+            c.image_token_id = id("<image>")?;
+            c.bos_token_id = Some(id("<s>")?);
+            c.eos_token_id = Some(id("</s>")?);
+            c.pad_token_id = Some(id("<pad>")?);
+            c.vision.image_size = cfg.image_size;
+            (Llava::init(&c, &device)?, tok_path, ClipProcessor::square(cfg.image_size as u32))
+        }
+    };
+    let tok = load_tokenizer(&tokenizer_path)?;
+    let model = freeze(model, &cfg.trainable);
+    let pad = model.config.pad_token_id.or(model.config.eos_token_id).unwrap_or(0);
+
+    // 2. Data, and the image table (features once when the tower is frozen).
+    let mut image_index = BTreeMap::new();
+    let train = load_examples(&cfg.train, None, &tok, &model.config, &mut image_index)?;
+    let val = match &cfg.val {
+        Some(v) => load_examples(v, Some(cfg.val_records), &tok, &model.config, &mut image_index)?,
+        None => Vec::new(),
+    };
+    if train.is_empty() {
+        return Err(TrainError::Data { file: cfg.train.clone(), message: "no records".into() });
+    }
+    let table = image_table(&model, &processor, &image_index, !cfg.trainable.contains(&Part::Vision))?;
+
+    // 3. Optimiser and schedule.
+    let lens: Vec<usize> = train.iter().map(|e| e.ids.len()).collect();
+    let micro_per_epoch = lens.len().div_ceil(cfg.batch_size);
+    let total =
+        (cfg.epochs * micro_per_epoch / cfg.grad_accum).max(1).min(cfg.max_steps.unwrap_or(usize::MAX));
+    let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init();
+    let mut step = 0;
+    if let Some(ck) = &checkpoint {
+        let path = ck.join("optimizer.bpk");
+        optim = optim
+            .load(&path)
+            .map_err(|e| TrainError::Optimizer { path: path.clone(), message: format!("{e:?}") })?;
+        let state: serde_json::Value = io::read_json(&ck.join("state.json"))?;
+        step = state["step"].as_u64().unwrap_or(0) as usize;
+    }
+    let mut metrics = run.metrics(checkpoint.as_ref().map(|_| step))?;
+    let bar = indicatif::ProgressBar::new(total as u64).with_position(step as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(cfg.out.display().to_string());
+
+    // 4. The loop.
+    let mut model = model;
+    let (mut epoch_cache, mut last_loss, mut last_eval) = (None::<(usize, Vec<Vec<usize>>)>, f32::NAN, None);
+    let (mut tokens_seen, mut timer) = (0usize, Instant::now());
+    while step < total {
+        let mut acc = GradientsAccumulator::new();
+        let mut loss_sum = 0.0;
+        for k in 0..cfg.grad_accum {
+            let micro = step * cfg.grad_accum + k;
+            let epoch = micro / micro_per_epoch;
+            if epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                epoch_cache = Some((epoch, epoch_batches(&lens, cfg.batch_size, cfg.seed, epoch)));
+            }
+            let batches = &epoch_cache
+                .as_ref()
+                .map(|(_, b)| b)
+                .ok_or_else(|| TrainError::Setting("no batches".into()))?;
+            let examples: Vec<&Example> =
+                batches[micro % micro_per_epoch].iter().map(|&i| &train[i]).collect();
+            let (loss, tokens) = batch_loss(&model, &examples, &table, pad)?;
+            let value: f32 = loss.clone().into_scalar();
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite { step, value, checkpoint: run.dir.join("checkpoint") });
+            }
+            loss_sum += value / cfg.grad_accum as f32;
+            tokens_seen += tokens;
+            let grads =
+                GradientsParams::from_grads(loss.div_scalar(cfg.grad_accum as f32).backward(), &model);
+            acc.accumulate(&model, grads);
+        }
+        let mut grads = acc.grads();
+        let norm = clip_global_norm(&model, &mut grads, cfg.grad_clip);
+        let lr = warmup_cosine(step, total, cfg.warmup_steps, cfg.lr, cfg.min_lr);
+        model = optim.step(lr, model, grads);
+        step += 1;
+        last_loss = loss_sum;
+        bar.set_position(step as u64);
+        if step % cfg.log_every.max(1) == 0 || step == total {
+            let tps = tokens_seen as f64 / timer.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("loss {loss_sum:.4} | {tps:.0} tok/s"));
+            metrics.log(&serde_json::json!({"step": step, "loss": loss_sum, "lr": lr, "grad_norm": norm, "tokens_per_s": tps}))?;
+            (tokens_seen, timer) = (0, Instant::now());
+        }
+        if !val.is_empty() && (step % cfg.eval_every.max(1) == 0 || step == total) {
+            let e = eval_loss(&model, &val, &table, pad, cfg.batch_size)?;
+            let line = format!("step {step}/{total}: train loss {loss_sum:.4}, eval loss {e:.4}");
+            // A hidden bar (no terminal) prints nothing, so the summary goes to stderr itself.
+            if bar.is_hidden() {
+                eprintln!("{line}")
+            } else {
+                bar.println(line)
+            }
+            metrics.log(&serde_json::json!({"step": step, "eval_loss": e}))?;
+            last_eval = Some(e);
+        }
+        if step % cfg.checkpoint_every.max(1) == 0 || step == total {
+            run.save_checkpoint(|dir| -> Result<(), TrainError> {
+                save_model_folder(&model, &tokenizer_path, &processor, dir)?;
+                let path = dir.join("optimizer.bpk");
+                optim.save(&path).map_err(|e| TrainError::Optimizer { path, message: format!("{e:?}") })?;
+                io::write_json(&dir.join("param_ids.json"), &param_ids(&model))?;
+                io::write_json(&dir.join("state.json"), &serde_json::json!({"step": step}))?;
+                Ok(())
+            })?;
+        }
+    }
+    bar.finish();
+    let final_dir = run.dir.join("final");
+    save_model_folder(&model, &tokenizer_path, &processor, &final_dir)?;
+    Ok(Summary {
+        steps: step,
+        loss: last_loss,
+        eval_loss: last_eval,
+        seconds: start.elapsed().as_secs_f64(),
+        model: final_dir,
+    })
+}
+
+/// Mean eval loss over held-out examples (no gradients).
+fn eval_loss(
+    model: &Llava,
+    val: &[Example],
+    table: &ImageTable,
+    pad: u32,
+    batch: usize,
+) -> Result<f32, TrainError> {
+    let model = model.valid();
+    let (mut sum, mut n) = (0.0, 0);
+    for chunk in val.chunks(batch) {
+        let examples: Vec<&Example> = chunk.iter().collect();
+        let (loss, tokens) = batch_loss(&model, &examples, table, pad)?;
+        sum += loss.into_scalar::<f32>() * tokens as f32;
+        n += tokens;
+    }
+    Ok(sum / n.max(1) as f32)
+}
+
+/// Processes every image once; with a frozen tower, also runs the tower once per image.
+fn image_table(
+    model: &Llava,
+    processor: &ClipProcessor,
+    index: &BTreeMap<PathBuf, usize>,
+    frozen: bool,
+) -> Result<ImageTable, TrainError> {
+    let mut paths: Vec<(&PathBuf, usize)> = index.iter().map(|(p, &i)| (p, i)).collect();
+    paths.sort_by_key(|(_, i)| *i);
+    let pixels: Vec<Vec<f32>> =
+        paths.iter().map(|(p, _)| processor.process_file(p)).collect::<Result<_, _>>()?;
+    if !frozen {
+        return Ok(ImageTable::Pixels(pixels));
+    }
+    let side = model.config.vision.image_size;
+    let (f, d) = (model.config.image_features(), model.config.vision.hidden_size);
+    let tower = model.valid();
+    let mut rows = Vec::with_capacity(pixels.len());
+    for chunk in pixels.chunks(64) {
+        let feats = tower.image_features(pixel_batch(chunk.to_vec(), side, side, &tower.device()));
+        let flat: Vec<f32> =
+            feats.into_data().try_into_vec_as::<f32>().map_err(|e| TrainError::Setting(format!("{e:?}")))?;
+        rows.extend(flat.chunks(f * d).map(<[f32]>::to_vec));
+    }
+    Ok(ImageTable::Features { rows, shape: [f, d] })
+}
+
+/// A complete model folder: weights and config, tokenizer, image processor.
+fn save_model_folder(
+    model: &Llava,
+    tokenizer: &Path,
+    processor: &ClipProcessor,
+    dir: &Path,
+) -> Result<(), TrainError> {
+    save_llava(model, dir, SaveDtype::F32, MAX_SHARD_BYTES)?;
+    let bytes = std::fs::read(tokenizer).map_err(io::at(tokenizer))?;
+    io::write_atomic(&dir.join("tokenizer.json"), &bytes)?;
+    processor.save(&dir.join("preprocessor_config.json"))?;
+    Ok(())
+}
+
+fn load_tokenizer(path: &Path) -> Result<Tokenizer, TrainError> {
+    Tokenizer::from_file(path)
+        .map_err(|e| TrainError::Data { file: path.to_path_buf(), message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_batches_cover_every_example_once_and_repeat_per_seed() {
+        let lens: Vec<usize> = (0..103).map(|i| (i * 37) % 50).collect();
+        let a = epoch_batches(&lens, 8, 1, 0);
+        let mut all: Vec<usize> = a.iter().flatten().copied().collect();
+        all.sort();
+        assert_eq!(all, (0..103).collect::<Vec<_>>());
+        assert_eq!(a, epoch_batches(&lens, 8, 1, 0));
+        assert_ne!(a, epoch_batches(&lens, 8, 1, 1));
+        // Grouped by length: within a batch, lengths span less than across the data.
+        let spread = |b: &Vec<usize>| {
+            b.iter().map(|&i| lens[i]).max().unwrap() - b.iter().map(|&i| lens[i]).min().unwrap()
+        };
+        let mean: f64 = a.iter().map(|b| spread(b) as f64).sum::<f64>() / a.len() as f64;
+        assert!(mean < 25.0, "mean spread {mean}");
+    }
+}
