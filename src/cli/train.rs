@@ -24,13 +24,16 @@ pub struct TrainArgs {
     /// Continue the run in the config's `out` folder from its last checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Stop after this many steps (at a checkpoint) and exit; `--resume` continues.
+    #[arg(long, value_name = "STEPS")]
+    halt_after: Option<usize>,
 }
 
 /// Runs `factrl train ...`.
 pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
     let (TrainCommand::Pretrain(a) | TrainCommand::Sft(a)) = cmd;
     let cfg = crate::train::sft::load_config(&a.config, &a.sets)?;
-    let s = crate::train::sft::train(&cfg, a.resume)?;
+    let s = crate::train::sft::train(&cfg, a.resume, a.halt_after)?;
     println!(
         "trained {} steps in {:.0} s: loss {:.4}{}; model in {}",
         s.steps,

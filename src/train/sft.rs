@@ -287,8 +287,10 @@ pub fn load_config(path: &Path, sets: &[String]) -> Result<SftConfig, TrainError
     Ok(cfg)
 }
 
-/// Trains, resuming from the run folder's checkpoint with `resume`.
-pub fn train(cfg: &SftConfig, resume: bool) -> Result<Summary, TrainError> {
+/// Trains, resuming from the run folder's checkpoint with `resume`. With `halt_after`, stops after
+/// that many steps of this invocation (at a checkpoint), for time-sliced or preemptible runs; the
+/// schedule is the full run's either way.
+pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result<Summary, TrainError> {
     let start = Instant::now();
     let toml = toml::to_string(cfg).map_err(|e| TrainError::Setting(e.to_string()))?;
     let run = RunDir::open(&cfg.out, resume, &toml)?;
@@ -372,7 +374,8 @@ pub fn train(cfg: &SftConfig, resume: bool) -> Result<Summary, TrainError> {
     let mut model = model;
     let (mut epoch_cache, mut last_loss, mut last_eval) = (None::<(usize, Vec<Vec<usize>>)>, f32::NAN, None);
     let (mut tokens_seen, mut timer) = (0usize, Instant::now());
-    while step < total {
+    let stop = halt_after.map_or(total, |n| (step + n).min(total));
+    while step < stop {
         let mut acc = GradientsAccumulator::new();
         let mut loss_sum = 0.0;
         for k in 0..cfg.grad_accum {
@@ -423,7 +426,7 @@ pub fn train(cfg: &SftConfig, resume: bool) -> Result<Summary, TrainError> {
             metrics.log(&serde_json::json!({"step": step, "eval_loss": e}))?;
             last_eval = Some(e);
         }
-        if step % cfg.checkpoint_every.max(1) == 0 || step == total {
+        if step % cfg.checkpoint_every.max(1) == 0 || step == stop {
             run.save_checkpoint(|dir| -> Result<(), TrainError> {
                 save_model_folder(&model, &tokenizer_path, &processor, dir)?;
                 let path = dir.join("optimizer.bpk");
@@ -435,8 +438,10 @@ pub fn train(cfg: &SftConfig, resume: bool) -> Result<Summary, TrainError> {
         }
     }
     bar.finish();
-    let final_dir = run.dir.join("final");
-    save_model_folder(&model, &tokenizer_path, &processor, &final_dir)?;
+    let final_dir = if step == total { run.dir.join("final") } else { run.dir.join("checkpoint") };
+    if step == total {
+        save_model_folder(&model, &tokenizer_path, &processor, &final_dir)?;
+    }
     Ok(Summary {
         steps: step,
         loss: last_loss,

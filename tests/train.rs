@@ -1,0 +1,101 @@
+//! Training runs as a user drives them: a resumed run reaches the same weights as an uninterrupted
+//! one, and a diverging run stops with a clear message.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn factrl(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_factrl")).args(args).output().unwrap()
+}
+
+/// A small world and a pretraining config over it that trains every part for 6 steps.
+fn setup(tmp: &Path) -> PathBuf {
+    let world = tmp.join("world");
+    let cfg =
+        factrl::world::WorldConfig { images: 120, pope_images: 5, mmhal_per_type: 1, ..Default::default() };
+    factrl::world::generate(&cfg, &world, false).unwrap();
+    let config = tmp.join("pretrain.toml");
+    let w = world.display();
+    std::fs::write(
+        &config,
+        format!(
+            "out = \"{}/run\"\ntrain = \"{w}/pretrain.json\"\nval = \"{w}/pretrain_val.json\"\nval_records = 8\n\
+             tokenizer = \"{w}/tokenizer.json\"\nimage_size = 64\ntrainable = [\"vision\", \"projector\", \"decoder\"]\n\
+             lr = 2e-3\nmin_lr = 1e-4\nwarmup_steps = 2\nweight_decay = 0.01\ngrad_clip = 1.0\nbatch_size = 8\n\
+             grad_accum = 2\nepochs = 2\nmax_steps = 6\nseed = 3\nlog_every = 1\neval_every = 3\ncheckpoint_every = 3\n",
+            tmp.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn weights(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("model.safetensors")).unwrap()
+}
+
+#[test]
+fn resumed_run_reaches_the_weights_of_an_uninterrupted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let c = config.to_str().unwrap();
+    let (whole, parts) = (tmp.path().join("whole"), tmp.path().join("parts"));
+    let out = |d: &Path| format!("out={}", d.display());
+    let r = factrl(&["train", "pretrain", "--config", c, "--set", &out(&whole)]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // Stopped after 3 of 6 steps, then resumed.
+    let r = factrl(&["train", "pretrain", "--config", c, "--set", &out(&parts), "--halt-after", "3"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(!parts.join("final").exists());
+    let r = factrl(&["train", "pretrain", "--config", c, "--set", &out(&parts)]);
+    assert!(!r.status.success(), "a second run into the same folder needs --resume");
+    let r = factrl(&["train", "pretrain", "--config", c, "--set", &out(&parts), "--resume"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(weights(&whole.join("final")) == weights(&parts.join("final")), "resumed weights differ");
+    // The metrics read as one run: the same steps, once each.
+    let steps = |d: &Path| -> Vec<(u64, bool)> {
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| (v["step"].as_u64().unwrap(), v.get("eval_loss").is_some()))
+            .collect()
+    };
+    assert_eq!(steps(&whole), steps(&parts));
+    // The loss fell.
+    let losses: Vec<f64> = std::fs::read_to_string(whole.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64())
+        .collect();
+    assert!(losses.last() < losses.first(), "{losses:?}");
+}
+
+#[test]
+fn a_diverging_run_stops_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let r = factrl(&[
+        "train",
+        "pretrain",
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        "lr=1e30",
+        "--set",
+        "grad_clip=0",
+    ]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(err.contains("loss became"), "{err}");
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let r = factrl(&["train", "sft", "--config", config.to_str().unwrap(), "--set", "learning_rate=1"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(err.contains("learning_rate"), "{err}");
+}
