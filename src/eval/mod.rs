@@ -1,3 +1,4 @@
 //! Hallucination evaluation as the field measures it.
 
+pub mod mentions;
 pub mod pope;
