@@ -7,7 +7,7 @@
 //! ("... circle is in the top left"). Punctuation between two words breaks adjacency, so
 //! "red, circle" is a bare circle. Parsing never fails: words it does not know are skipped.
 
-use crate::world::scene::{Cell, Colour, Shape, Size};
+use crate::world::scene::{Cell, Colour, Object, Shape, Size};
 use std::ops::Range;
 
 /// A word (lower-cased) or a punctuation mark, with its byte span in the text.
@@ -70,6 +70,24 @@ impl Mention {
     /// Whether the phrase denies the objects exist ("no red circle", "not a star").
     pub fn denied(&self) -> bool {
         self.number == Some(0)
+    }
+
+    /// Index among [`tokens`] of the phrase's first word (size, colour or noun).
+    pub fn first_token(&self) -> usize {
+        self.token - usize::from(self.colour.is_some()) - usize::from(self.size.is_some())
+    }
+
+    /// Whether an object has every attribute the phrase states (shape, colour, size; the cell and
+    /// the number are not attributes of one object).
+    pub fn matches(&self, o: &Object) -> bool {
+        self.shape.is_none_or(|s| s == o.shape)
+            && self.colour.is_none_or(|c| c == o.colour)
+            && self.size.is_none_or(|s| s == o.size)
+    }
+
+    /// Whether an object has the phrase's shape and colour (where stated): its class is named.
+    pub fn names_class_of(&self, o: &Object) -> bool {
+        self.shape.is_none_or(|s| s == o.shape) && self.colour.is_none_or(|c| c == o.colour)
     }
 }
 

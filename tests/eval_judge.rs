@@ -1,0 +1,114 @@
+//! The ground-truth judge against a generated world: every reference answer the world writes is
+//! judged right and free of hallucinations (except the SFT descriptions it spoils on purpose),
+//! reference descriptions have CHAIR 0 and recall 1, and flipped short answers are caught.
+
+use factrl::data::formats::{Conversation, MmhalRecord, PpoPrompt, Task, Turn};
+use factrl::eval::chair::{CaptionChair, chair, summarize};
+use factrl::eval::claims::Hallucinations;
+use factrl::eval::judge::{judge, mmhal_score};
+use factrl::eval::question::{Question, parse};
+use factrl::io::read_json;
+use factrl::world::language::describe;
+use factrl::world::scene::Scene;
+use factrl::world::{self, WorldConfig};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// What the reference answers of a world add up to.
+#[derive(Default)]
+struct Tally {
+    turns: usize,
+    spoiled: usize,
+    flipped: usize,
+    chairs: Vec<CaptionChair>,
+}
+
+impl Tally {
+    /// Judges one question and its reference answer.
+    fn turn(&mut self, scene: &Scene, id: &str, q: &str, a: &str, task: Option<Task>) {
+        self.turns += 1;
+        let question = parse(q);
+        assert_ne!(question, Question::Unknown, "{id}: unrecognised question {q:?}");
+        let v = judge(scene, q, a);
+        let open = matches!(question, Question::Describe | Question::Caption);
+        assert_eq!(v.correct, if open { None } else { Some(true) }, "{id}: {q:?} -> {a:?}");
+        if task == Some(Task::Description) && a != describe(scene, None) {
+            // The world's deliberate hallucination: one absent partner, which the count sentence
+            // counts too.
+            let one = Hallucinations { object: 1, count: 1, ..Default::default() };
+            assert_eq!(v.hallucinations, one, "{id}: {a:?}");
+            self.spoiled += 1;
+            return;
+        }
+        assert_eq!(v.hallucinations.total(), 0, "{id}: {q:?} -> {a:?}: {v:?}");
+        assert!(mmhal_score(&v) >= 5, "{id}: {q:?} -> {a:?}: {v:?}");
+        if open {
+            self.chairs.push(chair(scene, a));
+        }
+        // A flipped short answer is wrong and exactly one hallucination.
+        let flip = match a {
+            "Yes." => Some("No."),
+            "No." => Some("Yes."),
+            "A." => Some("B."),
+            "B." | "C." | "D." => Some("A."),
+            _ => None,
+        };
+        if let Some(f) = flip {
+            let w = judge(scene, q, f);
+            assert_eq!((w.correct, w.hallucinations.total()), (Some(false), 1), "{id}: {q:?} -> {f:?}");
+            self.flipped += 1;
+        }
+    }
+
+    /// Judges every (human, gpt) pair of conversations.
+    fn conversations(
+        &mut self,
+        scenes: &HashMap<String, Scene>,
+        id: &str,
+        image: &str,
+        turns: &[Turn],
+        task: Option<Task>,
+    ) {
+        let scene = &scenes[image];
+        for pair in turns.chunks(2) {
+            if let [q, a] = pair {
+                self.turn(scene, id, &q.value, &a.value, task);
+            }
+        }
+    }
+}
+
+fn read<T: serde::de::DeserializeOwned>(dir: &Path, file: &str) -> T {
+    read_json(&dir.join(file)).unwrap()
+}
+
+#[test]
+fn reference_answers_are_right_and_honest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("world");
+    let cfg = WorldConfig { images: 300, pope_images: 20, mmhal_per_type: 2, ..Default::default() };
+    world::generate(&cfg, &dir, false).unwrap();
+    let scenes: HashMap<String, Scene> =
+        world::load_scenes(&dir).unwrap().into_iter().map(|r| (r.image, r.scene)).collect();
+
+    let mut t = Tally::default();
+    for file in ["pretrain.json", "sft.json", "sft_val.json", "prefs_prompts.json", "eval.json"] {
+        for r in read::<Vec<Conversation>>(&dir, file) {
+            t.conversations(&scenes, &r.id, &r.image, &r.conversations, r.task);
+        }
+    }
+    for r in read::<Vec<PpoPrompt>>(&dir, "ppo_prompts.json") {
+        t.conversations(&scenes, &r.id, &r.image, &r.conversations, r.task);
+    }
+    let mmhal: Vec<MmhalRecord> = read(&dir, "mmhal.json");
+    assert_eq!(mmhal.len(), 16);
+    for r in &mmhal {
+        let task = (r.question_type == "holistic").then_some(Task::Description);
+        t.turn(&scenes[&r.image_src], &r.image_id, &r.question, &r.gt_answer, task);
+    }
+
+    assert!(t.turns > 1000 && t.spoiled > 0 && t.flipped > 100, "{} {} {}", t.turns, t.spoiled, t.flipped);
+    let s = summarize(&t.chairs);
+    assert!(s.captions > 300 && s.mentions > 1000, "{s:?}");
+    assert_eq!((s.hallucinated, s.chair_i, s.chair_s, s.recall), (0, 0.0, 0.0, 1.0));
+}
