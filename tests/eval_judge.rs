@@ -11,22 +11,26 @@ use factrl::io::read_json;
 use factrl::world::language::describe;
 use factrl::world::scene::Scene;
 use factrl::world::{self, WorldConfig};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// What the reference answers of a world add up to.
 #[derive(Default)]
 struct Tally {
     turns: usize,
-    spoiled: usize,
+    spoiled: BTreeMap<&'static str, usize>,
     flipped: usize,
     chairs: Vec<CaptionChair>,
 }
 
 impl Tally {
     /// Judges one question and its reference answer.
-    fn turn(&mut self, scene: &Scene, id: &str, q: &str, a: &str, task: Option<Task>) {
+    fn turn(&mut self, file: &'static str, scene: &Scene, id: &str, q: &str, a: &str, task: Option<Task>) {
         self.turns += 1;
+        // Any prefix of an answer is judged without a panic, with helpfulness in [0, 1].
+        for (cut, _) in a.char_indices().step_by(5) {
+            assert!((0.0..=1.0).contains(&judge(scene, q, &a[..cut]).helpfulness));
+        }
         let question = parse(q);
         assert_ne!(question, Question::Unknown, "{id}: unrecognised question {q:?}");
         let v = judge(scene, q, a);
@@ -37,7 +41,7 @@ impl Tally {
             // counts too.
             let one = Hallucinations { object: 1, count: 1, ..Default::default() };
             assert_eq!(v.hallucinations, one, "{id}: {a:?}");
-            self.spoiled += 1;
+            *self.spoiled.entry(file).or_default() += 1;
             return;
         }
         assert_eq!(v.hallucinations.total(), 0, "{id}: {q:?} -> {a:?}: {v:?}");
@@ -63,16 +67,16 @@ impl Tally {
     /// Judges every (human, gpt) pair of conversations.
     fn conversations(
         &mut self,
+        file: &'static str,
         scenes: &HashMap<String, Scene>,
-        id: &str,
-        image: &str,
+        (id, image): (&str, &str),
         turns: &[Turn],
         task: Option<Task>,
     ) {
         let scene = &scenes[image];
         for pair in turns.chunks(2) {
             if let [q, a] = pair {
-                self.turn(scene, id, &q.value, &a.value, task);
+                self.turn(file, scene, id, &q.value, &a.value, task);
             }
         }
     }
@@ -87,27 +91,32 @@ fn reference_answers_are_right_and_honest() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("world");
     let cfg = WorldConfig { images: 300, pope_images: 20, mmhal_per_type: 2, ..Default::default() };
-    world::generate(&cfg, &dir, false).unwrap();
+    let stats = world::generate(&cfg, &dir, false).unwrap();
     let scenes: HashMap<String, Scene> =
         world::load_scenes(&dir).unwrap().into_iter().map(|r| (r.image, r.scene)).collect();
 
     let mut t = Tally::default();
     for file in ["pretrain.json", "sft.json", "sft_val.json", "prefs_prompts.json", "eval.json"] {
         for r in read::<Vec<Conversation>>(&dir, file) {
-            t.conversations(&scenes, &r.id, &r.image, &r.conversations, r.task);
+            t.conversations(file, &scenes, (&r.id, &r.image), &r.conversations, r.task);
         }
     }
-    for r in read::<Vec<PpoPrompt>>(&dir, "ppo_prompts.json") {
-        t.conversations(&scenes, &r.id, &r.image, &r.conversations, r.task);
+    let file = "ppo_prompts.json";
+    for r in read::<Vec<PpoPrompt>>(&dir, file) {
+        t.conversations(file, &scenes, (&r.id, &r.image), &r.conversations, r.task);
     }
     let mmhal: Vec<MmhalRecord> = read(&dir, "mmhal.json");
     assert_eq!(mmhal.len(), 16);
     for r in &mmhal {
         let task = (r.question_type == "holistic").then_some(Task::Description);
-        t.turn(&scenes[&r.image_src], &r.image_id, &r.question, &r.gt_answer, task);
+        t.turn("mmhal.json", &scenes[&r.image_src], &r.image_id, &r.question, &r.gt_answer, task);
     }
 
-    assert!(t.turns > 1000 && t.spoiled > 0 && t.flipped > 100, "{} {} {}", t.turns, t.spoiled, t.flipped);
+    assert!(t.turns > 1000 && t.flipped > 100, "{} turns, {} flipped", t.turns, t.flipped);
+    // Exactly the descriptions the world spoiled, and only in SFT data.
+    assert!(stats.hallucinated_descriptions > 0);
+    assert_eq!(t.spoiled.get("sft.json"), Some(&stats.hallucinated_descriptions));
+    assert!(t.spoiled.keys().all(|f| f.starts_with("sft")), "{:?}", t.spoiled);
     let s = summarize(&t.chairs);
     assert!(s.captions > 300 && s.mentions > 1000, "{s:?}");
     assert_eq!((s.hallucinated, s.chair_i, s.chair_s, s.recall), (0, 0.0, 0.0, 1.0));
