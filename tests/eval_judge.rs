@@ -5,12 +5,13 @@
 use factrl::data::formats::{Conversation, MmhalRecord, PpoPrompt, Task, Turn};
 use factrl::eval::chair::{CaptionChair, chair, summarize};
 use factrl::eval::claims::Hallucinations;
-use factrl::eval::judge::{judge, mmhal_score};
+use factrl::eval::judge::{judge, mmhal_score, prefer};
 use factrl::eval::question::{Question, parse};
 use factrl::io::read_json;
 use factrl::world::language::describe;
 use factrl::world::scene::Scene;
 use factrl::world::{self, WorldConfig};
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -41,6 +42,8 @@ impl Tally {
             // counts too.
             let one = Hallucinations { object: 1, count: 1, ..Default::default() };
             assert_eq!(v.hallucinations, one, "{id}: {a:?}");
+            // The simulated annotator prefers the true description.
+            assert_eq!(prefer(&judge(scene, q, &describe(scene, None)), &v), Ordering::Greater);
             *self.spoiled.entry(file).or_default() += 1;
             return;
         }
@@ -120,4 +123,15 @@ fn reference_answers_are_right_and_honest() {
     let s = summarize(&t.chairs);
     assert!(s.captions > 300 && s.mentions > 1000, "{s:?}");
     assert_eq!((s.hallucinated, s.chair_i, s.chair_s, s.recall), (0, 0.0, 0.0, 1.0));
+
+    // Descriptions of one scene judged against another: CHAIR counts the objects whose class the
+    // other scene lacks, recall the other's classes that the description names.
+    let records = world::load_scenes(&dir).unwrap();
+    for (x, y) in records.iter().zip(records.iter().skip(1)) {
+        let (x, y) = (&x.scene, &y.scene);
+        let c = chair(y, &describe(x, None));
+        let absent = x.objects.iter().filter(|o| !y.has(o.class())).count();
+        let shared = y.classes().iter().filter(|k| x.has(**k)).count();
+        assert_eq!((c.mentions, c.hallucinated, c.recalled), (x.objects.len(), absent, shared));
+    }
 }

@@ -201,6 +201,35 @@ mod tests {
     }
 
     #[test]
+    fn word_soup_never_panics() {
+        use rand::seq::IndexedRandom;
+        use rand::{Rng, SeedableRng};
+        let pieces = [
+            "a", "A", "B.", "no", "not", "two", "red", "large", "circle", "discs", "objects", "is", "in",
+            "the", "top", "left", "middle", "center", "above", "to", "of", "larger", "than", "same", ".",
+            ",", "?", "\n", "é", "🙂", "", "Yes", "9", "nothing",
+        ];
+        let questions = [
+            "Is there a red circle in the image?",
+            "How many circles are there in the image?",
+            "What is in the center?",
+            "Is the orange star above the small red circle?",
+            "Where is the orange star relative to the small red circle?",
+            "Which is larger, the large red circle or the orange star?",
+            "Which object is in the center?\nA. red circle\nB. orange star",
+        ];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for _ in 0..2000 {
+            let n = rng.random_range(0..12);
+            let glue = if rng.random_bool(0.5) { " " } else { "" };
+            let r: Vec<&str> = (0..n).filter_map(|_| pieces.choose(&mut rng).copied()).collect();
+            let q = questions.choose(&mut rng).copied().unwrap_or_default();
+            let v = judge(&scene(), q, &r.join(glue));
+            assert!((0.0..=1.0).contains(&v.helpfulness) && mmhal_score(&v) <= 6);
+        }
+    }
+
+    #[test]
     fn odd_responses_never_panic() {
         for q in ["", "Describe the image in detail.", "What is in the center?\nA. x\nB. y"] {
             for r in ["", "🙂", "B", "Z.", "no no no", "in the", "99999999999999999999 circles", "\u{0}"] {
