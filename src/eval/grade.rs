@@ -82,7 +82,7 @@ pub fn grade(q: &Question, scene: &Scene, response: &str) -> Option<Answer> {
                 None => Answer::Missing,
             }
         }
-        Question::Larger { a, b } => larger(scene, a, b, &toks, &ps),
+        Question::Larger { a, b } => larger(scene, (a, b), &toks, &ps, denies),
         Question::Background => {
             let plain = toks.iter().any(|t| matches!(t.text.as_str(), "plain" | "light" | "white" | "blank"));
             if plain { Answer::Right } else { Answer::Missing }
@@ -131,8 +131,9 @@ fn premise(denies: bool) -> Answer {
     if denies { Answer::Right } else { Answer::Missing }
 }
 
-/// The colour, shape or size of the objects a question names; when none is there, naming a value
-/// claims one is (an object hallucination) and denying it is right.
+/// The colour, shape or size of the objects a question names; when none is there, denying it is
+/// right (even beside other colours: "no cross, but a blue circle") and naming a value claims one
+/// is (an object hallucination).
 fn attribute<T: PartialEq>(
     targets: &[&Object],
     said: Option<T>,
@@ -140,10 +141,10 @@ fn attribute<T: PartialEq>(
     denies: bool,
 ) -> Answer {
     match said {
+        _ if targets.is_empty() && denies => Answer::Right,
         Some(_) if targets.is_empty() => Answer::Wrong(Kind::Object),
         Some(v) if targets.iter().any(|o| of(o) == v) => Answer::Right,
         Some(_) => Answer::Wrong(Kind::Attribute),
-        None if targets.is_empty() => premise(denies),
         None if denies => Answer::Wrong(Kind::Count),
         None => Answer::Missing,
     }
@@ -178,8 +179,14 @@ fn pairs<'s>(scene: &'s Scene, a: &Mention, b: &Mention) -> Vec<(&'s Object, &'s
 
 /// "Which is larger, the A or the B?": "the same size", or the first phrase named is the larger
 /// (the smaller with "smaller").
-fn larger(scene: &Scene, a: &Mention, b: &Mention, toks: &[Token], ps: &[Mention]) -> Answer {
-    let Some(&(x, y)) = pairs(scene, a, b).first() else { return Answer::Missing };
+fn larger(
+    scene: &Scene,
+    (a, b): (&Mention, &Mention),
+    toks: &[Token],
+    ps: &[Mention],
+    denies: bool,
+) -> Answer {
+    let Some(&(x, y)) = pairs(scene, a, b).first() else { return premise(denies) };
     let truth = x.size.cmp(&y.size);
     let same = |p: &Mention, q: &Mention| (p.shape, p.colour, p.size) == (q.shape, q.colour, q.size);
     let said = if toks.iter().any(|t| t.text == "same") {

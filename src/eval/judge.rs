@@ -120,6 +120,8 @@ mod tests {
         let cross = "What colour is the cross in the image?";
         assert_eq!(j(cross, "There is no cross in the image."), SUPPORTED);
         assert_eq!(j(cross, "It is blue."), (1, 0, 0, 0, Some(false), 0));
+        // The denial wins over a colour named for another object (the red circle is there: 6).
+        assert_eq!(j(cross, "There is no cross, only a red circle."), SUPPORTED);
         // A star exists, so "a star" is no object hallucination; it is the wrong shape here.
         let shape = "What shape is the red object in the top left?";
         assert_eq!(j(shape, "It is a circle."), SUPPORTED);
