@@ -1,13 +1,14 @@
 //! `factrl eval run`: a model answers the world's held-out benchmarks, and the answers are scored.
 //!
 //! Writes into the output folder: `pope_{setting}_answers.jsonl` (LLaVA's `{question_id, text}`),
-//! `eval_answers.jsonl` (every held-out prompt with the model's answer and the reference) and
-//! `metrics.json`.
+//! `eval_answers.jsonl` (every held-out prompt with the model's answer, the reference and the
+//! judge's verdict), `mmhal_answers.jsonl` (with the 0-6 score) and `metrics.json`.
 
 use super::pope::{self, PopeMetrics};
+use super::{chair, judge};
 use crate::backend::inference_device;
 use crate::data::chat;
-use crate::data::formats::{Conversation, PopeQuestion, Task, YesNo};
+use crate::data::formats::{Conversation, MmhalRecord, PopeQuestion, Task, YesNo};
 use crate::io::{self, IoError};
 use crate::model::ModelError;
 use crate::model::generate::SamplingConfig;
@@ -56,10 +57,20 @@ pub struct EvalReport {
     /// three POPE files: language-prior hallucination (partner) versus weak vision (same colour,
     /// same shape).
     pub false_positive_rate_by_kind: BTreeMap<AbsentKind, f64>,
-    /// Exact-match accuracy of the short answers in `eval.json`, per task.
+    /// Accuracy of the short answers in `eval.json` per task, judged against the ground truth.
     pub task_accuracy: BTreeMap<String, f64>,
     /// Number of descriptions generated.
     pub descriptions: usize,
+    /// Hallucinated object mentions / all object mentions, pooled over the descriptions.
+    pub chair_i: f64,
+    /// Share of descriptions with at least one hallucinated object.
+    pub chair_s: f64,
+    /// Mean share of the present object classes a description names (helpfulness).
+    pub object_recall: f64,
+    /// Mean MMHal-style score (0-6) by the rule-based judge.
+    pub mmhal_score: f64,
+    /// Share of MMHal answers scored below 3 (with hallucination).
+    pub mmhal_hallucination_rate: f64,
 }
 
 /// Greedy answers to prompts (`<image>\n{question}` in the vicuna_v1 template), one per item.
@@ -96,6 +107,17 @@ pub fn run(model: &Path, world_dir: &Path, out: &Path, opts: &EvalOptions) -> Re
         false_positive_rate_by_kind: BTreeMap::new(),
         task_accuracy: BTreeMap::new(),
         descriptions: 0,
+        chair_i: 0.0,
+        chair_s: 0.0,
+        object_recall: 0.0,
+        mmhal_score: 0.0,
+        mmhal_hallucination_rate: 0.0,
+    };
+    let scene_of = |image: &str, file: &Path| {
+        scenes
+            .get(image)
+            .map(|r| &r.scene)
+            .ok_or_else(|| EvalError::Data(format!("{}: {image} is not in scenes.json", file.display())))
     };
     let mut by_kind: BTreeMap<AbsentKind, (usize, usize)> = BTreeMap::new();
     for setting in PopeSetting::ALL {
@@ -145,22 +167,48 @@ pub fn run(model: &Path, world_dir: &Path, out: &Path, opts: &EvalOptions) -> Re
         })
         .collect();
     let texts = answer(&folder, &items, opts)?;
+    let eval_file = world_dir.join("eval.json");
     let mut right: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut captions = Vec::new();
     let mut lines = Vec::new();
-    for (r, t) in records.iter().zip(&texts) {
+    for ((r, (_, question)), t) in records.iter().zip(&items).zip(&texts) {
+        let scene = scene_of(&r.image, &eval_file)?;
         let reference = r.conversations.get(1).map(|t| t.value.as_str()).unwrap_or("");
         let task = r.task.map(|t| t.name()).unwrap_or("other").to_string();
-        lines.push(serde_json::json!({"id": r.id, "task": task, "question": items[lines.len()].1, "answer": t, "reference": reference}));
+        let verdict = judge::judge(scene, question, t);
+        lines.push(serde_json::json!({"id": r.id, "task": task, "question": question, "answer": t, "reference": reference, "correct": verdict.correct, "hallucinations": verdict.hallucinations.total()}));
         if r.task == Some(Task::Description) {
-            report.descriptions += 1;
+            captions.push(chair::chair(scene, t));
         } else {
             let e = right.entry(task).or_default();
-            e.0 += (t == reference) as usize;
+            e.0 += verdict.correct.unwrap_or(false) as usize;
             e.1 += 1;
         }
     }
     io::write_jsonl(&out.join("eval_answers.jsonl"), &lines)?;
     report.task_accuracy = right.into_iter().map(|(k, (c, n))| (k, c as f64 / n.max(1) as f64)).collect();
+    let summary = chair::summarize(&captions);
+    report.descriptions = captions.len();
+    (report.chair_i, report.chair_s, report.object_recall) =
+        (summary.chair_i, summary.chair_s, summary.recall);
+
+    // 3. MMHal-style questions, scored 0-6 by the rule-based judge.
+    let mmhal_file = world_dir.join("mmhal.json");
+    let mmhal: Vec<MmhalRecord> = io::read_json(&mmhal_file)?;
+    let items: Vec<(PathBuf, String)> =
+        mmhal.iter().map(|m| (world_dir.join(&m.image_src), m.question.clone())).collect();
+    let texts = answer(&folder, &items, opts)?;
+    let mut scores = Vec::new();
+    let mut lines = Vec::new();
+    for (m, t) in mmhal.iter().zip(&texts) {
+        let score = judge::mmhal_score(&judge::judge(scene_of(&m.image_src, &mmhal_file)?, &m.question, t));
+        lines.push(serde_json::json!({"question_type": m.question_type, "question": m.question, "gt_answer": m.gt_answer, "model_answer": t, "score": score}));
+        scores.push(score);
+    }
+    io::write_jsonl(&out.join("mmhal_answers.jsonl"), &lines)?;
+    let n = scores.len().max(1) as f64;
+    report.mmhal_score = scores.iter().map(|&s| s as f64).sum::<f64>() / n;
+    report.mmhal_hallucination_rate = scores.iter().filter(|&&s| s < 3).count() as f64 / n;
     io::write_json(&out.join("metrics.json"), &report)?;
     Ok(report)
 }
