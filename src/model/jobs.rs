@@ -34,6 +34,7 @@ const BATCH: usize = 8;
 
 /// How a prompt becomes model input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum Template {
     /// The prompt as given.
     Verbatim,
@@ -76,9 +77,20 @@ impl ModelFolder {
                 path: tokenizer_path.clone(),
                 problem: e.to_string(),
             })?;
+        let model = load_llava(dir, device)?;
+        let processor_path = dir.join("preprocessor_config.json");
+        let processor = ClipProcessor::from_file(&processor_path)?;
+        let side = model.config.vision.image_size as u32;
+        if processor.output_size() != Some((side, side)) {
+            return Err(ModelError::Config(format!(
+                "{}: images come out at {:?} (height, width), the vision tower takes {side}x{side}",
+                processor_path.display(),
+                processor.output_size()
+            )));
+        }
         Ok(ModelFolder {
-            model: load_llava(dir, device)?,
-            processor: ClipProcessor::from_file(&dir.join("preprocessor_config.json"))?,
+            model,
+            processor,
             tokenizer,
             tokenizer_path,
         })
