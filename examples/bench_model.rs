@@ -14,8 +14,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use factrl::backend::{inference_device, training_device};
 use factrl::model::generate::{SamplingConfig, generate};
-use factrl::model::llava::PaddingSide;
-use factrl::model::{ImageInput, Llava, LlavaConfig, TextBatch};
+use factrl::model::{ImageInput, Llava, LlavaConfig, PaddingSide, TextBatch};
 use std::time::Instant;
 
 const BATCH: usize = 8;

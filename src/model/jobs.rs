@@ -4,7 +4,7 @@
 use super::ModelError;
 use super::checkpoint::{load_llava, save_llava};
 use super::generate::{SamplingConfig, generate};
-use super::llava::{ImageInput, Llava, PaddingSide, TextBatch};
+use super::llava::{ImageInput, Llava};
 use super::processor::{ClipProcessor, pixel_batch};
 use super::store::SaveDtype;
 use crate::backend::inference_device;
@@ -218,35 +218,31 @@ pub fn score(
     let lines: Vec<ScoreLine> = read_jsonl(input)?;
     let mut rows = Vec::with_capacity(lines.len());
     for chunk in lines.chunks(BATCH) {
-        let mut sequences = Vec::new();
-        let mut response_lens = Vec::new();
+        let (mut prompts, mut responses) = (Vec::new(), Vec::new());
+        for line in chunk {
+            let prompt = template.apply(&line.prompt);
+            let prompt_len = folder.encode(&prompt)?.len();
+            let mut full = folder.encode(&format!("{prompt} {}", line.response))?;
+            let response = full.split_off(prompt_len.min(full.len()));
+            prompts.push(folder.expand_images(&full, usize::from(line.image.is_some()))?);
+            responses.push(response);
+        }
         let images: Vec<PathBuf> = chunk
             .iter()
             .filter_map(|l| l.image.as_ref().map(|p| base.join(p)))
             .collect();
-        for line in chunk {
-            let prompt = template.apply(&line.prompt);
-            let prompt_ids = folder.encode(&prompt)?;
-            let full = folder.encode(&format!("{prompt} {}", line.response))?;
-            let response_len = full.len().saturating_sub(prompt_ids.len());
-            sequences.push(folder.expand_images(&full, usize::from(line.image.is_some()))?);
-            response_lens.push(response_len);
-        }
-        let pad = folder.model.config.pad_token_id.unwrap_or(0);
-        let batch = TextBatch::pad(&sequences, pad, PaddingSide::Right);
         let image_refs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
-        let logp = folder
-            .model
-            .token_logprobs(&batch, folder.pixels(&image_refs)?)?;
+        let logp =
+            folder
+                .model
+                .response_logprobs(&prompts, &responses, folder.pixels(&image_refs)?)?;
+        let r = logp.dims()[1];
         let logp = logp
             .into_data()
             .try_into_vec_as::<f32>()
-            .map_err(|e| ModelError::Input(format!("{e:?}")))?;
-        let t = batch.len - 1;
-        for (row, (seq, &n)) in sequences.iter().zip(&response_lens).enumerate() {
-            // Token j is predicted at column j - 1.
-            let start = seq.len() - n;
-            let values: Vec<f32> = (start..seq.len()).map(|j| logp[row * t + j - 1]).collect();
+            .map_err(|e| ModelError::Input(format!("reading log-probs: {e:?}")))?;
+        for (row, response) in responses.iter().enumerate() {
+            let values = logp[row * r..row * r + response.len()].to_vec();
             let sum = values.iter().map(|&v| f64::from(v)).sum();
             rows.push(ScoreOut {
                 response_logprobs: values,
@@ -285,13 +281,10 @@ pub fn generate_file(
             .collect::<Result<Vec<_>, _>>()?;
         let image_refs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
         // Batch i samples from the stream seed + i, so a run is reproducible from its seed.
-        let mut sampling = SamplingConfig {
+        let sampling = SamplingConfig {
             seed: sampling.seed.wrapping_add(i as u64),
             ..sampling.clone()
         };
-        sampling
-            .suppress_tokens
-            .push(folder.model.config.image_token_id);
         for generation in generate(
             &folder.model,
             &prompts,

@@ -6,6 +6,7 @@
 //! (row-major over the batch) with that image's projected features.
 
 use super::ModelError;
+use super::batch::{PaddingSide, TextBatch};
 use super::config::{FeatureStrategy, LlavaConfig};
 use super::llama::{KvCache, LlamaModel};
 use super::projector::Projector;
@@ -14,68 +15,6 @@ use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-
-/// Padded token ids and their mask, `[batch, len]` row-major on the host.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TextBatch {
-    /// Token ids, pads included.
-    pub ids: Vec<u32>,
-    /// `true` for real tokens, `false` for padding.
-    pub mask: Vec<bool>,
-    /// Rows.
-    pub batch: usize,
-    /// Columns.
-    pub len: usize,
-}
-
-/// Where padding goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PaddingSide {
-    /// Before the tokens (generation: every row ends at the last column).
-    Left,
-    /// After the tokens (training).
-    Right,
-}
-
-impl TextBatch {
-    /// Pads `sequences` with `pad_id` to the longest one.
-    pub fn pad(sequences: &[Vec<u32>], pad_id: u32, side: PaddingSide) -> Self {
-        let len = sequences.iter().map(Vec::len).max().unwrap_or(0);
-        let (mut ids, mut mask) = (Vec::new(), Vec::new());
-        for seq in sequences {
-            let pad = len - seq.len();
-            let (real_ids, real_mask) = (seq.iter().copied(), std::iter::repeat_n(true, seq.len()));
-            let (pad_ids, pad_mask) = (
-                std::iter::repeat_n(pad_id, pad),
-                std::iter::repeat_n(false, pad),
-            );
-            match side {
-                PaddingSide::Left => {
-                    ids.extend(pad_ids.chain(real_ids));
-                    mask.extend(pad_mask.chain(real_mask));
-                }
-                PaddingSide::Right => {
-                    ids.extend(real_ids.chain(pad_ids));
-                    mask.extend(real_mask.chain(pad_mask));
-                }
-            }
-        }
-        TextBatch {
-            ids,
-            mask,
-            batch: sequences.len(),
-            len,
-        }
-    }
-
-    /// Column of the last real token of each row (0 for an empty row).
-    pub fn last_real(&self) -> Vec<usize> {
-        self.mask
-            .chunks(self.len.max(1))
-            .map(|row| row.iter().rposition(|&m| m).unwrap_or(0))
-            .collect()
-    }
-}
 
 /// The images of a batch, in the order their placeholders appear.
 #[derive(Debug, Clone)]
@@ -311,7 +250,7 @@ impl Llava {
     }
 
     /// `log p(ids[j + 1] | ids[..=j])` for every column `j`; entries at padding are meaningless
-    /// and must be masked by the caller.
+    /// and must be masked by the caller (or use [`Llava::response_logprobs`]).
     ///
     /// # Shapes
     /// - -> `[b, t - 1]`
@@ -335,6 +274,52 @@ impl Llava {
         let next =
             Tensor::<3, Int>::from_data(TensorData::new(next, [b, t - 1, 1]), &self.device());
         Ok(log_softmax(logits, 2).gather(2, next).reshape([b, t - 1]))
+    }
+
+    /// Log-probs of each response token given its prompt (ids with expanded image tokens) and
+    /// the images: the per-token terms of SFT, DPO and PPO losses. Entries past a row's
+    /// response are 0.
+    ///
+    /// # Shapes
+    /// - -> `[b, r]`, `r` the longest response
+    pub fn response_logprobs(
+        &self,
+        prompts: &[Vec<u32>],
+        responses: &[Vec<u32>],
+        images: ImageInput,
+    ) -> Result<Tensor<2>, ModelError> {
+        if prompts.len() != responses.len() || prompts.iter().any(Vec::is_empty) {
+            return Err(ModelError::Input(format!(
+                "{} prompts (each non-empty) for {} responses",
+                prompts.len(),
+                responses.len()
+            )));
+        }
+        let sequences: Vec<Vec<u32>> = prompts
+            .iter()
+            .zip(responses)
+            .map(|(p, r)| [p.as_slice(), r].concat())
+            .collect();
+        let pad = self.config.pad_token_id.unwrap_or(0);
+        let batch = TextBatch::pad(&sequences, pad, PaddingSide::Right);
+        let (b, r) = (
+            batch.batch,
+            responses.iter().map(Vec::len).max().unwrap_or(0),
+        );
+        let logp = self.token_logprobs(&batch, images)?; // [b, t - 1]
+        // Response token k of row i sits at column p_i + k and is predicted at p_i + k - 1.
+        let mut columns = Vec::with_capacity(b * r);
+        let mut mask = Vec::with_capacity(b * r);
+        for (p, resp) in prompts.iter().zip(responses) {
+            for k in 0..r {
+                columns.push((p.len() + k.min(resp.len().saturating_sub(1)) - 1) as i64);
+                mask.push(f32::from(u8::from(k < resp.len())));
+            }
+        }
+        let device = self.device();
+        let columns = Tensor::<2, Int>::from_data(TensorData::new(columns, [b, r]), &device);
+        let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, r]), &device);
+        Ok(logp.gather(1, columns) * mask)
     }
 }
 
