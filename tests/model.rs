@@ -167,7 +167,7 @@ fn precomputed_features_equal_pixels() {
 }
 
 #[test]
-fn image_token_mismatch_is_an_error() {
+fn image_token_mismatch_and_unknown_ids_are_errors() {
     let device = inference_device();
     let model = model(&device);
     let mut seqs = sequences();
@@ -178,6 +178,9 @@ fn image_token_mismatch_is_an_error() {
         .unwrap_err();
     assert!(matches!(err, ModelError::Input(_)), "{err}");
     assert!(err.to_string().contains("image tokens"), "{err}");
+    let batch = TextBatch::pad(&[vec![1, VOCAB as u32 + 3]], 0, PaddingSide::Right);
+    let err = model.forward(&batch, ImageInput::None).unwrap_err();
+    assert!(err.to_string().contains("outside the vocabulary"), "{err}");
 }
 
 #[test]
@@ -195,7 +198,10 @@ fn cached_generation_equals_full_recomputation() {
     let gens = generate(&model, &seqs, ImageInput::Pixels(images.clone()), &sampling).unwrap();
     for (row, out) in gens.iter().enumerate() {
         // Regression: a sampled image placeholder broke the next decoding step.
-        assert!(!out.token_ids.contains(&(VOCAB as u32 - 1)), "generated the image token");
+        assert!(
+            !out.token_ids.contains(&(VOCAB as u32 - 1)),
+            "generated the image token"
+        );
         let full: Vec<u32> = seqs[row].iter().chain(&out.token_ids).copied().collect();
         let batch = TextBatch::pad(std::slice::from_ref(&full), 0, PaddingSide::Right);
         let logp = to_vec(

@@ -96,11 +96,11 @@ impl Llava {
     /// # Shapes
     /// - `pixels`: `[n, c, h, w]` -> `[n, features, d_vision]`
     pub fn image_features(&self, pixels: Tensor<4>) -> Tensor<3> {
-        let hidden = self.vision_tower.forward(pixels);
-        let [n, t, d] = hidden.dims();
+        let hidden = self.vision_tower.forward(pixels); // [n, 1 + patches, d]
+        let t = hidden.dims()[1];
         match self.config.vision_feature_select_strategy {
             FeatureStrategy::Default => hidden.narrow(1, 1, t - 1), // [n, patches, d]
-            FeatureStrategy::Full => hidden.reshape([n, t, d]),
+            FeatureStrategy::Full => hidden,
         }
     }
 
@@ -113,20 +113,19 @@ impl Llava {
         let t = ids.len() / b.max(1);
         let image_id = self.config.image_token_id;
         let per_image = self.config.image_features();
-        // Image placeholders may lie outside the vocabulary; embed them as id 0 and replace.
-        let text_ids: Vec<i64> = ids
-            .iter()
-            .map(|&i| if i == image_id { 0 } else { i64::from(i) })
-            .collect();
-        let text_ids = Tensor::<2, Int>::from_data(TensorData::new(text_ids, [b, t]), &device);
-        let text = self.language_model.embed_tokens.forward(text_ids); // [b, t, d]
-        let features = match images {
-            ImageInput::None => None,
-            ImageInput::Pixels(pixels) => Some(self.image_features(pixels)),
-            ImageInput::Features(features) => Some(features),
-        };
+        let vocab = self.config.text.vocab_size;
+        if let Some(&bad) = ids.iter().find(|&&i| i != image_id && i as usize >= vocab) {
+            return Err(ModelError::Input(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        // Check the placeholders before running the tower.
         let placeholders = ids.iter().filter(|&&i| i == image_id).count();
-        let n_images = features.as_ref().map_or(0, |f| f.dims()[0]);
+        let n_images = match &images {
+            ImageInput::None => 0,
+            ImageInput::Pixels(pixels) => pixels.dims()[0],
+            ImageInput::Features(features) => features.dims()[0],
+        };
         if placeholders != n_images * per_image {
             return Err(ModelError::Input(format!(
                 "the batch holds {placeholders} image tokens but {n_images} images give {} features \
@@ -142,8 +141,17 @@ impl Llava {
                 "row {row} holds a number of image tokens that is not a multiple of {per_image}"
             )));
         }
-        let Some(features) = features else {
-            return Ok(text);
+        // Image placeholders may lie outside the vocabulary; embed them as id 0 and replace.
+        let text_ids: Vec<i64> = ids
+            .iter()
+            .map(|&i| if i == image_id { 0 } else { i64::from(i) })
+            .collect();
+        let text_ids = Tensor::<2, Int>::from_data(TensorData::new(text_ids, [b, t]), &device);
+        let text = self.language_model.embed_tokens.forward(text_ids); // [b, t, d]
+        let features = match images {
+            ImageInput::None => return Ok(text),
+            ImageInput::Pixels(pixels) => self.image_features(pixels),
+            ImageInput::Features(features) => features,
         };
         if features.dims()[1] != per_image {
             return Err(ModelError::Input(format!(
