@@ -71,6 +71,20 @@ fn export_writes_what_transformers_loads_and_scores_the_same() {
         scores.push(jsonl(&output));
     }
     assert_eq!(scores[0], scores[1]);
+    // The vicuna_v1 template changes the prompt, hence the scores.
+    let output = dir.path().join("vicuna.jsonl");
+    factrl(&[
+        "score",
+        "--model",
+        base.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--template",
+        "vicuna_v1",
+    ]);
+    assert_ne!(jsonl(&output), scores[0]);
     assert_eq!(scores[0].len(), 2);
     // "a red square ." is four tokens; "a" one.
     assert_eq!(scores[0][0]["response_logprobs"].as_array().unwrap().len(), 4);

@@ -6,10 +6,10 @@ use burn::tensor::{Device, Distribution, Tensor};
 use factrl::backend::{inference_device, training_device};
 use factrl::model::checkpoint::{load_llava, load_scalar_head, save_llava, save_scalar_head};
 use factrl::model::generate::{SamplingConfig, generate};
-use factrl::model::llava::{PaddingSide, ScalarHead};
+use factrl::model::llava::ScalarHead;
 use factrl::model::lora::{LoraConfig, LoraTarget, apply_lora, merge_lora};
 use factrl::model::store::SaveDtype;
-use factrl::model::{ImageInput, Llava, LlavaConfig, ModelError, TextBatch};
+use factrl::model::{ImageInput, Llava, LlavaConfig, ModelError, PaddingSide, TextBatch};
 
 const VOCAB: usize = 50;
 
@@ -133,7 +133,7 @@ fn precomputed_features_equal_pixels() {
 }
 
 #[test]
-fn image_token_mismatch_is_an_error() {
+fn image_token_mismatch_and_unknown_ids_are_errors() {
     let device = inference_device();
     let model = model(&device);
     let mut seqs = sequences();
@@ -142,6 +142,9 @@ fn image_token_mismatch_is_an_error() {
     let err = model.forward(&batch, ImageInput::Pixels(pixels(2, &device))).unwrap_err();
     assert!(matches!(err, ModelError::Input(_)), "{err}");
     assert!(err.to_string().contains("image tokens"), "{err}");
+    let batch = TextBatch::pad(&[vec![1, VOCAB as u32 + 3]], 0, PaddingSide::Right);
+    let err = model.forward(&batch, ImageInput::None).unwrap_err();
+    assert!(err.to_string().contains("outside the vocabulary"), "{err}");
 }
 
 #[test]
@@ -153,6 +156,8 @@ fn cached_generation_equals_full_recomputation() {
     let sampling = SamplingConfig { max_new_tokens: 6, temperature: 1.0, seed: 3, ..Default::default() };
     let gens = generate(&model, &seqs, ImageInput::Pixels(images.clone()), &sampling).unwrap();
     for (row, out) in gens.iter().enumerate() {
+        // Regression: a sampled image placeholder broke the next decoding step.
+        assert!(!out.token_ids.contains(&(VOCAB as u32 - 1)), "generated the image token");
         let full: Vec<u32> = seqs[row].iter().chain(&out.token_ids).copied().collect();
         let batch = TextBatch::pad(std::slice::from_ref(&full), 0, PaddingSide::Right);
         let logp = to_vec(
@@ -257,4 +262,26 @@ fn scalar_head_round_trip_scores_the_last_real_token() {
     let loaded = load_scalar_head(dir.path(), &device).unwrap();
     assert_eq!(to_vec(loaded.score.weight.val()), to_vec(head.score.weight.val()));
     assert_eq!(loaded.score.weight.dims(), [128, 1]);
+}
+
+#[test]
+fn response_logprobs_pick_the_response_columns() {
+    let device = inference_device();
+    let model = model(&device);
+    let images = pixels(2, &device);
+    let seqs = sequences();
+    // Prompts end after the image and one text token; the rest is the response.
+    let prompts: Vec<Vec<u32>> = seqs.iter().map(|s| s[..6].to_vec()).collect();
+    let responses: Vec<Vec<u32>> = seqs.iter().map(|s| s[6..].to_vec()).collect();
+    let got =
+        to_vec(model.response_logprobs(&prompts, &responses, ImageInput::Pixels(images.clone())).unwrap());
+    let batch = TextBatch::pad(&seqs, 0, PaddingSide::Right);
+    let all = to_vec(model.token_logprobs(&batch, ImageInput::Pixels(images)).unwrap());
+    let (t, r) = (batch.len - 1, 4);
+    assert_eq!(got.len(), 2 * r);
+    // Row 0: 4 response tokens at columns 6..10, predicted at 5..9.
+    assert_close(&got[..4], &all[5..9], 1e-6);
+    // Row 1: 1 response token, then zeros.
+    assert_close(&got[4..5], &all[t + 5..t + 6], 1e-6);
+    assert_eq!(&got[5..], &[0.0, 0.0, 0.0]);
 }

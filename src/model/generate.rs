@@ -3,8 +3,9 @@
 //! host from a seeded ChaCha generator, so a seed fixes the output.
 
 use super::ModelError;
+use super::batch::{PaddingSide, TextBatch};
 use super::llama::KvCache;
-use super::llava::{ImageInput, Llava, PaddingSide, TextBatch};
+use super::llava::{ImageInput, Llava};
 use burn::tensor::activation::log_softmax;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -22,7 +23,7 @@ pub struct SamplingConfig {
     pub top_k: usize,
     /// Seed of the sampler.
     pub seed: u64,
-    /// Token ids never generated (e.g. the image placeholder).
+    /// Token ids never generated, besides the image placeholder (which never is).
     pub suppress_tokens: Vec<u32>,
 }
 
@@ -88,7 +89,9 @@ pub fn generate(
             }
             let row_logp = &logp[row * vocab..(row + 1) * vocab];
             let mut allowed = row_logp.to_vec();
-            for &t in &sampling.suppress_tokens {
+            // The image placeholder is never generated: it has no image to stand for.
+            let image = model.config.image_token_id;
+            for &t in sampling.suppress_tokens.iter().chain([&image]) {
                 if let Some(v) = allowed.get_mut(t as usize) {
                     *v = f32::NEG_INFINITY;
                 }

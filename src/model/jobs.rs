@@ -4,7 +4,7 @@
 use super::ModelError;
 use super::checkpoint::{load_llava, save_llava};
 use super::generate::{Generation, SamplingConfig, generate};
-use super::llava::{ImageInput, Llava, PaddingSide, TextBatch};
+use super::llava::{ImageInput, Llava};
 use super::processor::{ClipProcessor, pixel_batch};
 use super::store::SaveDtype;
 use crate::backend::inference_device;
@@ -34,11 +34,12 @@ const BATCH: usize = 8;
 
 /// How a prompt becomes model input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum Template {
     /// The prompt as given.
     Verbatim,
-    /// LLaVA's `vicuna_v1` conversation as llava-hf's LLaVA-1.5 chat template writes it:
-    /// `USER: <prompt> ASSISTANT:` (no system line).
+    /// LLaVA's `vicuna_v1` conversation: as llava-hf's LLaVA-1.5 chat template writes
+    /// it, `USER: <prompt> ASSISTANT:` (no system line).
     VicunaV1,
 }
 
@@ -70,12 +71,18 @@ impl ModelFolder {
         let tokenizer_path = dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tokenizer_path)
             .map_err(|e| ModelError::Tokenizer { path: tokenizer_path.clone(), problem: e.to_string() })?;
-        Ok(ModelFolder {
-            model: load_llava(dir, device)?,
-            processor: ClipProcessor::from_file(&dir.join("preprocessor_config.json"))?,
-            tokenizer,
-            tokenizer_path,
-        })
+        let model = load_llava(dir, device)?;
+        let processor_path = dir.join("preprocessor_config.json");
+        let processor = ClipProcessor::from_file(&processor_path)?;
+        let side = model.config.vision.image_size as u32;
+        if processor.output_size() != Some((side, side)) {
+            return Err(ModelError::Config(format!(
+                "{}: images come out at {:?} (height, width), the vision tower takes {side}x{side}",
+                processor_path.display(),
+                processor.output_size()
+            )));
+        }
+        Ok(ModelFolder { model, processor, tokenizer, tokenizer_path })
     }
 
     /// Token ids of `text` (with the tokenizer's special tokens, e.g. BOS).
@@ -179,29 +186,26 @@ pub fn score(model_dir: &Path, input: &Path, output: &Path, template: Template) 
     let lines: Vec<ScoreLine> = read_jsonl(input)?;
     let mut rows = Vec::with_capacity(lines.len());
     for chunk in lines.chunks(BATCH) {
-        let mut sequences = Vec::new();
-        let mut response_lens = Vec::new();
-        let images: Vec<PathBuf> =
-            chunk.iter().filter_map(|l| l.image.as_ref().map(|p| base.join(p))).collect();
+        let (mut prompts, mut responses) = (Vec::new(), Vec::new());
         for line in chunk {
             let prompt = template.apply(&line.prompt);
-            let prompt_ids = folder.encode(&prompt)?;
-            let full = folder.encode(&format!("{prompt} {}", line.response))?;
-            let response_len = full.len().saturating_sub(prompt_ids.len());
-            sequences.push(folder.expand_images(&full, usize::from(line.image.is_some()))?);
-            response_lens.push(response_len);
+            let prompt_len = folder.encode(&prompt)?.len();
+            let mut full = folder.encode(&format!("{prompt} {}", line.response))?;
+            let response = full.split_off(prompt_len.min(full.len()));
+            prompts.push(folder.expand_images(&full, usize::from(line.image.is_some()))?);
+            responses.push(response);
         }
-        let pad = folder.model.config.pad_token_id.unwrap_or(0);
-        let batch = TextBatch::pad(&sequences, pad, PaddingSide::Right);
+        let images: Vec<PathBuf> =
+            chunk.iter().filter_map(|l| l.image.as_ref().map(|p| base.join(p))).collect();
         let image_refs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
-        let logp = folder.model.token_logprobs(&batch, folder.pixels(&image_refs)?)?;
-        let logp =
-            logp.into_data().try_into_vec_as::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?;
-        let t = batch.len - 1;
-        for (row, (seq, &n)) in sequences.iter().zip(&response_lens).enumerate() {
-            // Token j is predicted at column j - 1.
-            let start = seq.len() - n;
-            let values: Vec<f32> = (start..seq.len()).map(|j| logp[row * t + j - 1]).collect();
+        let logp = folder.model.response_logprobs(&prompts, &responses, folder.pixels(&image_refs)?)?;
+        let r = logp.dims()[1];
+        let logp = logp
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| ModelError::Input(format!("reading log-probs: {e:?}")))?;
+        for (row, response) in responses.iter().enumerate() {
+            let values = logp[row * r..row * r + response.len()].to_vec();
             let sum = values.iter().map(|&v| f64::from(v)).sum();
             rows.push(ScoreOut { response_logprobs: values, sum });
         }
@@ -233,7 +237,7 @@ pub fn generate_file(
 impl ModelFolder {
     /// Decoded continuations of prompts (text as the tokenizer reads it, each with its image file
     /// if any), `batch` at a time. Batch `i` samples from the stream `seed + i`, so a run is
-    /// reproducible from its seed; `<image>` is never generated.
+    /// reproducible from its seed.
     pub fn generate_all(
         &self,
         items: &[(Option<PathBuf>, String)],
@@ -249,9 +253,7 @@ impl ModelFolder {
                     self.expand_images(&self.encode(prompt)?, usize::from(image.is_some()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut sampling =
-                SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() };
-            sampling.suppress_tokens.push(self.model.config.image_token_id);
+            let sampling = SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() };
             for generation in generate(&self.model, &prompts, self.pixels(&images)?, &sampling)? {
                 let text = self.tokenizer.decode(&generation.token_ids, true).map_err(|e| {
                     ModelError::Tokenizer { path: self.tokenizer_path.clone(), problem: e.to_string() }

@@ -6,6 +6,7 @@
 //! (row-major over the batch) with that image's projected features.
 
 use super::ModelError;
+use super::batch::{PaddingSide, TextBatch};
 use super::config::{FeatureStrategy, LlavaConfig};
 use super::llama::{KvCache, LlamaModel};
 use super::projector::Projector;
@@ -14,57 +15,6 @@ use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-
-/// Padded token ids and their mask, `[batch, len]` row-major on the host.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TextBatch {
-    /// Token ids, pads included.
-    pub ids: Vec<u32>,
-    /// `true` for real tokens, `false` for padding.
-    pub mask: Vec<bool>,
-    /// Rows.
-    pub batch: usize,
-    /// Columns.
-    pub len: usize,
-}
-
-/// Where padding goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PaddingSide {
-    /// Before the tokens (generation: every row ends at the last column).
-    Left,
-    /// After the tokens (training).
-    Right,
-}
-
-impl TextBatch {
-    /// Pads `sequences` with `pad_id` to the longest one.
-    pub fn pad(sequences: &[Vec<u32>], pad_id: u32, side: PaddingSide) -> Self {
-        let len = sequences.iter().map(Vec::len).max().unwrap_or(0);
-        let (mut ids, mut mask) = (Vec::new(), Vec::new());
-        for seq in sequences {
-            let pad = len - seq.len();
-            let (real_ids, real_mask) = (seq.iter().copied(), std::iter::repeat_n(true, seq.len()));
-            let (pad_ids, pad_mask) = (std::iter::repeat_n(pad_id, pad), std::iter::repeat_n(false, pad));
-            match side {
-                PaddingSide::Left => {
-                    ids.extend(pad_ids.chain(real_ids));
-                    mask.extend(pad_mask.chain(real_mask));
-                }
-                PaddingSide::Right => {
-                    ids.extend(real_ids.chain(pad_ids));
-                    mask.extend(real_mask.chain(pad_mask));
-                }
-            }
-        }
-        TextBatch { ids, mask, batch: sequences.len(), len }
-    }
-
-    /// Column of the last real token of each row (0 for an empty row).
-    pub fn last_real(&self) -> Vec<usize> {
-        self.mask.chunks(self.len.max(1)).map(|row| row.iter().rposition(|&m| m).unwrap_or(0)).collect()
-    }
-}
 
 /// The images of a batch, in the order their placeholders appear.
 #[derive(Debug, Clone)]
@@ -143,11 +93,11 @@ impl Llava {
     /// # Shapes
     /// - `pixels`: `[n, c, h, w]` -> `[n, features, d_vision]`
     pub fn image_features(&self, pixels: Tensor<4>) -> Tensor<3> {
-        let hidden = self.vision_tower.forward(pixels);
-        let [n, t, d] = hidden.dims();
+        let hidden = self.vision_tower.forward(pixels); // [n, 1 + patches, d]
+        let t = hidden.dims()[1];
         match self.config.vision_feature_select_strategy {
             FeatureStrategy::Default => hidden.narrow(1, 1, t - 1), // [n, patches, d]
-            FeatureStrategy::Full => hidden.reshape([n, t, d]),
+            FeatureStrategy::Full => hidden,
         }
     }
 
@@ -160,17 +110,17 @@ impl Llava {
         let t = ids.len() / b.max(1);
         let image_id = self.config.image_token_id;
         let per_image = self.config.image_features();
-        // Image placeholders may lie outside the vocabulary; embed them as id 0 and replace.
-        let text_ids: Vec<i64> = ids.iter().map(|&i| if i == image_id { 0 } else { i64::from(i) }).collect();
-        let text_ids = Tensor::<2, Int>::from_data(TensorData::new(text_ids, [b, t]), &device);
-        let text = self.language_model.embed_tokens.forward(text_ids); // [b, t, d]
-        let features = match images {
-            ImageInput::None => None,
-            ImageInput::Pixels(pixels) => Some(self.image_features(pixels)),
-            ImageInput::Features(features) => Some(features),
-        };
+        let vocab = self.config.text.vocab_size;
+        if let Some(&bad) = ids.iter().find(|&&i| i != image_id && i as usize >= vocab) {
+            return Err(ModelError::Input(format!("token id {bad} is outside the vocabulary of {vocab}")));
+        }
+        // Check the placeholders before running the tower.
         let placeholders = ids.iter().filter(|&&i| i == image_id).count();
-        let n_images = features.as_ref().map_or(0, |f| f.dims()[0]);
+        let n_images = match &images {
+            ImageInput::None => 0,
+            ImageInput::Pixels(pixels) => pixels.dims()[0],
+            ImageInput::Features(features) => features.dims()[0],
+        };
         if placeholders != n_images * per_image {
             return Err(ModelError::Input(format!(
                 "the batch holds {placeholders} image tokens but {n_images} images give {} features \
@@ -186,8 +136,14 @@ impl Llava {
                 "row {row} holds a number of image tokens that is not a multiple of {per_image}"
             )));
         }
-        let Some(features) = features else {
-            return Ok(text);
+        // Image placeholders may lie outside the vocabulary; embed them as id 0 and replace.
+        let text_ids: Vec<i64> = ids.iter().map(|&i| if i == image_id { 0 } else { i64::from(i) }).collect();
+        let text_ids = Tensor::<2, Int>::from_data(TensorData::new(text_ids, [b, t]), &device);
+        let text = self.language_model.embed_tokens.forward(text_ids); // [b, t, d]
+        let features = match images {
+            ImageInput::None => return Ok(text),
+            ImageInput::Pixels(pixels) => self.image_features(pixels),
+            ImageInput::Features(features) => features,
         };
         if features.dims()[1] != per_image {
             return Err(ModelError::Input(format!(
@@ -272,7 +228,7 @@ impl Llava {
     }
 
     /// `log p(ids[j + 1] | ids[..=j])` for every column `j`; entries at padding are meaningless
-    /// and must be masked by the caller.
+    /// and must be masked by the caller (or use [`Llava::response_logprobs`]).
     ///
     /// # Shapes
     /// - -> `[b, t - 1]`
@@ -286,6 +242,46 @@ impl Llava {
             batch.ids.chunks(t).flat_map(|row| row[1..].iter().map(|&i| i64::from(i))).collect();
         let next = Tensor::<3, Int>::from_data(TensorData::new(next, [b, t - 1, 1]), &self.device());
         Ok(log_softmax(logits, 2).gather(2, next).reshape([b, t - 1]))
+    }
+
+    /// Log-probs of each response token given its prompt (ids with expanded image tokens) and
+    /// the images: the per-token terms of SFT, DPO and PPO losses. Entries past a row's
+    /// response are 0.
+    ///
+    /// # Shapes
+    /// - -> `[b, r]`, `r` the longest response
+    pub fn response_logprobs(
+        &self,
+        prompts: &[Vec<u32>],
+        responses: &[Vec<u32>],
+        images: ImageInput,
+    ) -> Result<Tensor<2>, ModelError> {
+        if prompts.len() != responses.len() || prompts.iter().any(Vec::is_empty) {
+            return Err(ModelError::Input(format!(
+                "{} prompts (each non-empty) for {} responses",
+                prompts.len(),
+                responses.len()
+            )));
+        }
+        let sequences: Vec<Vec<u32>> =
+            prompts.iter().zip(responses).map(|(p, r)| [p.as_slice(), r].concat()).collect();
+        let pad = self.config.pad_token_id.unwrap_or(0);
+        let batch = TextBatch::pad(&sequences, pad, PaddingSide::Right);
+        let (b, r) = (batch.batch, responses.iter().map(Vec::len).max().unwrap_or(0));
+        let logp = self.token_logprobs(&batch, images)?; // [b, t - 1]
+        // Response token k of row i sits at column p_i + k and is predicted at p_i + k - 1.
+        let mut columns = Vec::with_capacity(b * r);
+        let mut mask = Vec::with_capacity(b * r);
+        for (p, resp) in prompts.iter().zip(responses) {
+            for k in 0..r {
+                columns.push((p.len() + k.min(resp.len().saturating_sub(1)) - 1) as i64);
+                mask.push(f32::from(u8::from(k < resp.len())));
+            }
+        }
+        let device = self.device();
+        let columns = Tensor::<2, Int>::from_data(TensorData::new(columns, [b, r]), &device);
+        let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, r]), &device);
+        Ok(logp.gather(1, columns) * mask)
     }
 }
 

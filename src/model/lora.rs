@@ -12,6 +12,7 @@ use burn::module::{Lora, Module, ParamGroup};
 
 /// A decoder projection LoRA can adapt (PEFT's `target_modules` names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum LoraTarget {
     /// Attention query.
     QProj,

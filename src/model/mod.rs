@@ -5,6 +5,7 @@
 //!
 //! Module field names equal the checkpoint keys, so loading is key for key.
 
+pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod generate;
@@ -19,8 +20,9 @@ pub mod projector;
 pub mod store;
 pub mod vision;
 
+pub use batch::{PaddingSide, TextBatch};
 pub use config::{FeatureStrategy, LlamaConfig, LlavaConfig, ProjectorKind, VisionConfig};
-pub use llava::{ImageInput, Llava, TextBatch};
+pub use llava::{ImageInput, Llava};
 
 use std::path::{Path, PathBuf};
 

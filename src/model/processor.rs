@@ -9,7 +9,7 @@
 use super::ModelError;
 use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Settings of `CLIPImageProcessor`.
@@ -45,7 +45,7 @@ pub struct ClipProcessor {
 }
 
 /// A size as transformers writes it: `{"shortest_edge": n}`, `{"height": h, "width": w}` or `n`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Size {
     /// Shorter side.
@@ -71,12 +71,16 @@ impl Default for Size {
 }
 
 impl Size {
-    fn shortest_edge(self) -> u32 {
-        match self {
-            Size::Shortest { shortest_edge } => shortest_edge,
-            Size::HeightWidth { height, width } => height.min(width),
-            Size::Square(n) => n,
-        }
+    /// Output `(w, h)` of the resize for an input of `(w, h)`: a bare number or `shortest_edge`
+    /// scales the shorter side to it (transformers truncates the longer one), a height and width
+    /// are exact.
+    fn resize_target(self, (w, h): (u32, u32)) -> (u32, u32) {
+        let short = match self {
+            Size::Shortest { shortest_edge: n } | Size::Square(n) => n,
+            Size::HeightWidth { height, width } => return (width, height),
+        };
+        let long = |l: u32, s: u32| (u64::from(short) * u64::from(l) / u64::from(s)) as u32;
+        if w <= h { (short, long(h, w)) } else { (long(w, h), short) }
     }
 
     fn height_width(self) -> (u32, u32) {
@@ -107,6 +111,15 @@ impl ClipProcessor {
             .expect("a complete processor config")
     }
 
+    /// `(h, w)` of every processed image, if fixed (a centre crop, or an exact resize).
+    pub fn output_size(&self) -> Option<(u32, u32)> {
+        match (self.do_center_crop, self.do_resize, self.size) {
+            (true, _, _) => Some(self.crop_size.height_width()),
+            (false, true, Size::HeightWidth { height, width }) => Some((height, width)),
+            _ => None,
+        }
+    }
+
     /// Reads `preprocessor_config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
@@ -119,7 +132,7 @@ impl ClipProcessor {
         let json = serde_json::json!({
             "image_processor_type": "CLIPImageProcessor",
             "processor_class": "LlavaProcessor",
-            "do_resize": self.do_resize, "size": {"shortest_edge": self.size.shortest_edge()},
+            "do_resize": self.do_resize, "size": self.size,
             "resample": 3, "do_center_crop": self.do_center_crop, "crop_size": {"height": ch, "width": cw},
             "do_rescale": self.do_rescale, "rescale_factor": self.rescale_factor,
             "do_normalize": self.do_normalize, "image_mean": self.image_mean, "image_std": self.image_std,
@@ -141,14 +154,7 @@ impl ClipProcessor {
     pub fn process(&self, image: &RgbImage) -> Result<Vec<f32>, String> {
         let mut image = image.clone();
         if self.do_resize {
-            let (w, h) = image.dimensions();
-            let short = self.size.shortest_edge();
-            // transformers truncates the long side: int(short * long / short_in).
-            let (nw, nh) = if w <= h {
-                (short, (u64::from(short) * u64::from(h) / u64::from(w)) as u32)
-            } else {
-                ((u64::from(short) * u64::from(w) / u64::from(h)) as u32, short)
-            };
+            let (nw, nh) = self.size.resize_target(image.dimensions());
             image = resize_bicubic(&image, nw, nh);
         }
         if self.do_center_crop {

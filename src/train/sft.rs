@@ -12,7 +12,7 @@ use crate::data::formats::Conversation;
 use crate::io::{self, IoError};
 use crate::model::checkpoint::{load_llava, save_llava};
 use crate::model::jobs::MAX_SHARD_BYTES;
-use crate::model::llava::PaddingSide;
+use crate::model::batch::PaddingSide;
 use crate::model::processor::{ClipProcessor, pixel_batch};
 use crate::model::store::SaveDtype;
 use crate::model::{ImageInput, Llava, LlavaConfig, ModelError, TextBatch};
