@@ -306,8 +306,14 @@ fn checkpoint_round_trip_in_shards_and_half_precision() {
             .unwrap(),
     );
     assert_close(&expected, &got, 1e-6);
-    let half = tempfile::tempdir().unwrap();
+    // Saving over the sharded save leaves one file and no stale shards or index.
+    let half = dir;
     save_llava(&model, half.path(), SaveDtype::Bf16, usize::MAX).unwrap();
+    let files: Vec<_> = std::fs::read_dir(half.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
     let loaded = load_llava(half.path(), &device).unwrap();
     let got = to_vec(loaded.forward(&batch, ImageInput::Pixels(images)).unwrap());
     assert_close(&expected, &got, 0.1);

@@ -124,18 +124,20 @@ impl ModelFolder {
             .collect())
     }
 
-    /// Processed pixels of the listed image files, [`ImageInput::None`] if there are none.
-    fn pixels(&self, paths: &[&Path]) -> Result<ImageInput, ModelError> {
-        if paths.is_empty() {
+    /// Processed pixels of a batch's images (paths relative to `base`; lines without one have
+    /// none), [`ImageInput::None`] if there are none.
+    fn pixels(&self, base: &Path, images: &[Option<&PathBuf>]) -> Result<ImageInput, ModelError> {
+        let processed = images
+            .iter()
+            .flatten()
+            .map(|p| self.processor.process_file(&base.join(p)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if processed.is_empty() {
             return Ok(ImageInput::None);
         }
-        let images = paths
-            .iter()
-            .map(|p| self.processor.process_file(p))
-            .collect::<Result<Vec<_>, _>>()?;
         let side = self.model.config.vision.image_size;
         Ok(ImageInput::Pixels(pixel_batch(
-            images,
+            processed,
             side,
             side,
             &self.model.device(),
@@ -227,15 +229,11 @@ pub fn score(
             prompts.push(folder.expand_images(&full, usize::from(line.image.is_some()))?);
             responses.push(response);
         }
-        let images: Vec<PathBuf> = chunk
-            .iter()
-            .filter_map(|l| l.image.as_ref().map(|p| base.join(p)))
-            .collect();
-        let image_refs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
+        let images: Vec<_> = chunk.iter().map(|l| l.image.as_ref()).collect();
         let logp =
             folder
                 .model
-                .response_logprobs(&prompts, &responses, folder.pixels(&image_refs)?)?;
+                .response_logprobs(&prompts, &responses, folder.pixels(base, &images)?)?;
         let r = logp.dims()[1];
         let logp = logp
             .into_data()
@@ -266,10 +264,7 @@ pub fn generate_file(
     let lines: Vec<GenerateLine> = read_jsonl(input)?;
     let mut rows = Vec::with_capacity(lines.len());
     for (i, chunk) in lines.chunks(BATCH).enumerate() {
-        let images: Vec<PathBuf> = chunk
-            .iter()
-            .filter_map(|l| l.image.as_ref().map(|p| base.join(p)))
-            .collect();
+        let images: Vec<_> = chunk.iter().map(|l| l.image.as_ref()).collect();
         let prompts = chunk
             .iter()
             .map(|l| {
@@ -279,7 +274,6 @@ pub fn generate_file(
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let image_refs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
         // Batch i samples from the stream seed + i, so a run is reproducible from its seed.
         let sampling = SamplingConfig {
             seed: sampling.seed.wrapping_add(i as u64),
@@ -288,7 +282,7 @@ pub fn generate_file(
         for generation in generate(
             &folder.model,
             &prompts,
-            folder.pixels(&image_refs)?,
+            folder.pixels(base, &images)?,
             &sampling,
         )? {
             let text = folder

@@ -361,6 +361,7 @@ pub fn save_tensors(
         }
     }
     let n = shards.len();
+    remove_stale(dir, stem)?;
     let name = |i: usize| {
         if n == 1 {
             format!("{stem}.safetensors")
@@ -404,6 +405,29 @@ pub fn save_tensors(
             source: e,
         })?;
         std::fs::write(&path, json).map_err(|e| ModelError::io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// Removes an earlier save of `stem` (single file, shards, index): transformers would read a
+/// stale `{stem}.safetensors` before new shards.
+fn remove_stale(dir: &Path, stem: &str) -> Result<(), ModelError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| ModelError::io(dir, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| ModelError::io(dir, e))?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let shard = name
+            .strip_prefix(&format!("{stem}-"))
+            .is_some_and(|r| r.contains("-of-") && r.ends_with(".safetensors"));
+        if shard
+            || name == format!("{stem}.safetensors")
+            || name == format!("{stem}.safetensors.index.json")
+        {
+            std::fs::remove_file(&path).map_err(|e| ModelError::io(&path, e))?;
+        }
     }
     Ok(())
 }
