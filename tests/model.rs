@@ -261,6 +261,17 @@ fn lora_merged_equals_unmerged_after_a_step() {
     );
     assert_close(&a, &b, 1e-4);
     assert!(lora_changed(&model), "the step left B at zero");
+    // Saving folds the adapters in: the reloaded plain model computes what the adapted one does.
+    let dir = tempfile::tempdir().unwrap();
+    save_llava(&model, dir.path(), SaveDtype::F32, usize::MAX).unwrap();
+    let reloaded = load_llava(dir.path(), &inference_device()).unwrap();
+    let images_cpu = Tensor::from_data(images.to_data(), &inference_device());
+    let c = to_vec(
+        reloaded
+            .forward(&batch, ImageInput::Pixels(images_cpu))
+            .unwrap(),
+    );
+    assert_close(&a, &c, 1e-4);
     assert!(
         a.iter().zip(&before).any(|(x, y)| (x - y).abs() > 1e-4),
         "the adapters changed nothing"

@@ -146,7 +146,8 @@ fn collect_paths<M: Module>(module: &M) -> Vec<String> {
     collector.out.into_iter().map(|(path, _, _)| path).collect()
 }
 
-/// Path, checkpoint shape and f32 values of every float parameter, LoRA merged.
+/// Path, checkpoint shape and f32 values of every float parameter. A LoRA-adapted weight gives
+/// its base (burn's visitors see the base), so merge adapters first to save effective weights.
 pub fn collect_params<M: Module>(module: &M) -> Result<Vec<NamedTensor>, ModelError> {
     let mut collector = Collector {
         stack: Vec::new(),
@@ -179,7 +180,7 @@ fn is_linear_weight(stack: &Stack) -> bool {
         .is_some_and(|(name, parent)| name == "weight" && parent == "Struct:Linear")
 }
 
-/// Inside a reparameterisation (LoRA factors), whose effect is already in the weight's value.
+/// Inside a reparameterisation (LoRA factors): not part of the checkpoint layout.
 fn in_adapter(stack: &Stack) -> bool {
     stack
         .iter()
