@@ -303,22 +303,38 @@ pub fn generate_file(
 }
 
 /// `factrl export`: the model folder in the llava-hf layout (config, processor, tokenizer,
-/// safetensors in `dtype`), adapters merged.
+/// safetensors in `dtype`), adapters merged. The folder is written under `{output}.partial` and
+/// renamed when complete; an existing `output` is left alone (an error).
 pub fn export(model_dir: &Path, output: &Path, dtype: SaveDtype) -> Result<(), ModelError> {
+    if output.exists() {
+        return Err(ModelError::io(
+            output,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists: remove it or choose another",
+            ),
+        ));
+    }
     let folder = ModelFolder::load(model_dir, &inference_device())?;
-    save_llava(&folder.model, output, dtype, MAX_SHARD_BYTES)?;
+    let partial = output.with_extension("partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(|e| ModelError::io(&partial, e))?;
+    }
+    save_llava(&folder.model, &partial, dtype, MAX_SHARD_BYTES)?;
     folder
         .processor
-        .save(&output.join("preprocessor_config.json"))?;
-    let tokenizer_out = output.join("tokenizer.json");
-    std::fs::copy(&folder.tokenizer_path, &tokenizer_out)
-        .map_err(|e| ModelError::io(&tokenizer_out, e))?;
-    // transformers' tokenizer and generation settings, where the folder has them.
-    for name in COMPANION_FILES {
-        let (from, to) = (model_dir.join(name), output.join(name));
-        if from.exists() {
-            std::fs::copy(&from, &to).map_err(|e| ModelError::io(&to, e))?;
-        }
+        .save(&partial.join("preprocessor_config.json"))?;
+    // The tokenizer, and transformers' tokenizer and generation settings where the folder has them.
+    let copies = std::iter::once(("tokenizer.json", folder.tokenizer_path.clone()))
+        .chain(
+            COMPANION_FILES
+                .iter()
+                .map(|name| (*name, model_dir.join(name))),
+        )
+        .filter(|(_, from)| from.exists());
+    for (name, from) in copies {
+        let to = partial.join(name);
+        std::fs::copy(&from, &to).map_err(|e| ModelError::io(&to, e))?;
     }
-    Ok(())
+    std::fs::rename(&partial, output).map_err(|e| ModelError::io(output, e))
 }
