@@ -45,6 +45,13 @@ fn export_writes_what_transformers_loads_and_scores_the_same() {
     let exported = dir.path().join("exported");
     let base = fixtures().join("legacy");
     factrl(&["export", "--model", base.to_str().unwrap(), "--output", exported.to_str().unwrap()]);
+    // A second export to the same folder is refused rather than mixed with the first.
+    let again = Command::new(env!("CARGO_BIN_EXE_factrl"))
+        .args(["export", "--model", base.to_str().unwrap(), "--output", exported.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
     // The legacy fixture loads in transformers without missing or unexpected keys.
     assert_eq!(keys(&exported), keys(&base));
     for file in [

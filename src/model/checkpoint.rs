@@ -7,6 +7,7 @@
 use super::ModelError;
 use super::config::LlavaConfig;
 use super::llava::{Llava, ScalarHead};
+use super::lora::merge_lora;
 use super::store::{SaveDtype, checkpoint_files, collect_params, load_params, save_tensors};
 use burn::tensor::Device;
 use std::path::Path;
@@ -94,7 +95,8 @@ pub fn save_llava(
         .0
         .iter()
         .map(|(p, s, v)| (format!("vision_tower.{p}"), s.clone(), v.clone()));
-    let tensors = collect_params(model)?
+    // Visitors see a reparameterised weight's base, so adapters are folded in first.
+    let tensors = collect_params(&merge_lora(model))?
         .into_iter()
         .chain(carried)
         .map(|(path, shape, data)| {

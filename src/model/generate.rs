@@ -53,7 +53,8 @@ pub struct Generation {
 }
 
 /// Continues each prompt (token ids with expanded image tokens; its images in `images`, in
-/// order). Rows stop at `eos`; `pad` fills the left of shorter prompts.
+/// order). Rows stop at the config's EOS; shorter prompts are left-padded with its pad token
+/// (else EOS, else 0). Call it on `model.valid()`: an autodiff model would record a graph.
 pub fn generate(
     model: &Llava,
     prompts: &[Vec<u32>],
@@ -61,6 +62,9 @@ pub fn generate(
     sampling: &SamplingConfig,
 ) -> Result<Vec<Generation>, ModelError> {
     let b = prompts.len();
+    if b == 0 {
+        return Ok(Vec::new());
+    }
     if prompts.iter().any(Vec::is_empty) {
         return Err(ModelError::Input("generation needs non-empty prompts".into()));
     }

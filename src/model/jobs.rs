@@ -107,14 +107,19 @@ impl ModelFolder {
         Ok(ids.iter().flat_map(|&i| std::iter::repeat_n(i, if i == image_id { n } else { 1 })).collect())
     }
 
-    /// Processed pixels of the listed image files, [`ImageInput::None`] if there are none.
-    fn pixels(&self, paths: &[&Path]) -> Result<ImageInput, ModelError> {
-        if paths.is_empty() {
+    /// Processed pixels of a batch's images (paths relative to `base`; lines without one have
+    /// none), [`ImageInput::None`] if there are none.
+    fn pixels(&self, base: &Path, images: &[Option<&PathBuf>]) -> Result<ImageInput, ModelError> {
+        let processed = images
+            .iter()
+            .flatten()
+            .map(|p| self.processor.process_file(&base.join(p)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if processed.is_empty() {
             return Ok(ImageInput::None);
         }
-        let images = paths.iter().map(|p| self.processor.process_file(p)).collect::<Result<Vec<_>, _>>()?;
         let side = self.model.config.vision.image_size;
-        Ok(ImageInput::Pixels(pixel_batch(images, side, side, &self.model.device())))
+        Ok(ImageInput::Pixels(pixel_batch(processed, side, side, &self.model.device())))
     }
 }
 
@@ -195,10 +200,8 @@ pub fn score(model_dir: &Path, input: &Path, output: &Path, template: Template) 
             prompts.push(folder.expand_images(&full, usize::from(line.image.is_some()))?);
             responses.push(response);
         }
-        let images: Vec<PathBuf> =
-            chunk.iter().filter_map(|l| l.image.as_ref().map(|p| base.join(p))).collect();
-        let image_refs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
-        let logp = folder.model.response_logprobs(&prompts, &responses, folder.pixels(&image_refs)?)?;
+        let images: Vec<_> = chunk.iter().map(|l| l.image.as_ref()).collect();
+        let logp = folder.model.response_logprobs(&prompts, &responses, folder.pixels(base, &images)?)?;
         let r = logp.dims()[1];
         let logp = logp
             .into_data()
@@ -246,7 +249,7 @@ impl ModelFolder {
     ) -> Result<Vec<(String, Generation)>, ModelError> {
         let mut out = Vec::with_capacity(items.len());
         for (i, chunk) in items.chunks(batch.max(1)).enumerate() {
-            let images: Vec<&Path> = chunk.iter().filter_map(|(p, _)| p.as_deref()).collect();
+            let images: Vec<Option<&PathBuf>> = chunk.iter().map(|(p, _)| p.as_ref()).collect();
             let prompts = chunk
                 .iter()
                 .map(|(image, prompt)| {
@@ -254,7 +257,9 @@ impl ModelFolder {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let sampling = SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() };
-            for generation in generate(&self.model, &prompts, self.pixels(&images)?, &sampling)? {
+            for generation in
+                generate(&self.model, &prompts, self.pixels(Path::new(""), &images)?, &sampling)?
+            {
                 let text = self.tokenizer.decode(&generation.token_ids, true).map_err(|e| {
                     ModelError::Tokenizer { path: self.tokenizer_path.clone(), problem: e.to_string() }
                 })?;
@@ -266,19 +271,29 @@ impl ModelFolder {
 }
 
 /// `factrl export`: the model folder in the llava-hf layout (config, processor, tokenizer,
-/// safetensors in `dtype`), adapters merged.
+/// safetensors in `dtype`), adapters merged. The folder is written under `{output}.partial` and
+/// renamed when complete; an existing `output` is left alone (an error).
 pub fn export(model_dir: &Path, output: &Path, dtype: SaveDtype) -> Result<(), ModelError> {
-    let folder = ModelFolder::load(model_dir, &inference_device())?;
-    save_llava(&folder.model, output, dtype, MAX_SHARD_BYTES)?;
-    folder.processor.save(&output.join("preprocessor_config.json"))?;
-    let tokenizer_out = output.join("tokenizer.json");
-    std::fs::copy(&folder.tokenizer_path, &tokenizer_out).map_err(|e| ModelError::io(&tokenizer_out, e))?;
-    // transformers' tokenizer and generation settings, where the folder has them.
-    for name in COMPANION_FILES {
-        let (from, to) = (model_dir.join(name), output.join(name));
-        if from.exists() {
-            std::fs::copy(&from, &to).map_err(|e| ModelError::io(&to, e))?;
-        }
+    if output.exists() {
+        return Err(ModelError::io(
+            output,
+            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists: remove it or choose another"),
+        ));
     }
-    Ok(())
+    let folder = ModelFolder::load(model_dir, &inference_device())?;
+    let partial = output.with_extension("partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(|e| ModelError::io(&partial, e))?;
+    }
+    save_llava(&folder.model, &partial, dtype, MAX_SHARD_BYTES)?;
+    folder.processor.save(&partial.join("preprocessor_config.json"))?;
+    // The tokenizer, and transformers' tokenizer and generation settings where the folder has them.
+    let copies = std::iter::once(("tokenizer.json", folder.tokenizer_path.clone()))
+        .chain(COMPANION_FILES.iter().map(|name| (*name, model_dir.join(name))))
+        .filter(|(_, from)| from.exists());
+    for (name, from) in copies {
+        let to = partial.join(name);
+        std::fs::copy(&from, &to).map_err(|e| ModelError::io(&to, e))?;
+    }
+    std::fs::rename(&partial, output).map_err(|e| ModelError::io(output, e))
 }

@@ -129,7 +129,8 @@ fn collect_paths<M: Module>(module: &M) -> Vec<String> {
     collector.out.into_iter().map(|(path, _, _)| path).collect()
 }
 
-/// Path, checkpoint shape and f32 values of every float parameter, LoRA merged.
+/// Path, checkpoint shape and f32 values of every float parameter. A LoRA-adapted weight gives
+/// its base (burn's visitors see the base), so merge adapters first to save effective weights.
 pub fn collect_params<M: Module>(module: &M) -> Result<Vec<NamedTensor>, ModelError> {
     let mut collector = Collector { stack: Vec::new(), values: true, out: Vec::new(), error: None };
     module.visit(&mut collector);
@@ -151,7 +152,7 @@ fn is_linear_weight(stack: &Stack) -> bool {
     stack.last().is_some_and(|(name, parent)| name == "weight" && parent == "Struct:Linear")
 }
 
-/// Inside a reparameterisation (LoRA factors), whose effect is already in the weight's value.
+/// Inside a reparameterisation (LoRA factors): not part of the checkpoint layout.
 fn in_adapter(stack: &Stack) -> bool {
     stack.iter().any(|(_, parent)| parent == "Reparameterization")
 }
@@ -301,6 +302,7 @@ pub fn save_tensors(
         }
     }
     let n = shards.len();
+    remove_stale(dir, stem)?;
     let name = |i: usize| {
         if n == 1 {
             format!("{stem}.safetensors")
@@ -333,6 +335,24 @@ pub fn save_tensors(
         let json = serde_json::to_string_pretty(&index)
             .map_err(|e| ModelError::Json { path: path.clone(), source: e })?;
         std::fs::write(&path, json).map_err(|e| ModelError::io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// Removes an earlier save of `stem` (single file, shards, index): transformers would read a
+/// stale `{stem}.safetensors` before new shards.
+fn remove_stale(dir: &Path, stem: &str) -> Result<(), ModelError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| ModelError::io(dir, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| ModelError::io(dir, e))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let shard = name
+            .strip_prefix(&format!("{stem}-"))
+            .is_some_and(|r| r.contains("-of-") && r.ends_with(".safetensors"));
+        if shard || name == format!("{stem}.safetensors") || name == format!("{stem}.safetensors.index.json")
+        {
+            std::fs::remove_file(&path).map_err(|e| ModelError::io(&path, e))?;
+        }
     }
     Ok(())
 }
