@@ -16,6 +16,15 @@ fn factrl(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// `factrl score` on `model`, then its output lines.
+fn score(model: &Path, input: &Path, output: &Path, extra: &[&str]) -> Vec<Value> {
+    let paths = [model, input, output].map(|p| p.to_str().unwrap().to_string());
+    let mut args = vec!["score", "--model", &paths[0], "--input", &paths[1], "--output", &paths[2]];
+    args.extend(extra);
+    factrl(&args);
+    jsonl(output)
+}
+
 fn keys(dir: &Path) -> BTreeSet<String> {
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
     SafeTensors::deserialize(&bytes).unwrap().names().into_iter().map(String::from).collect()
@@ -66,32 +75,13 @@ fn export_writes_what_transformers_loads_and_scores_the_same() {
     let mut scores = Vec::new();
     for model in [&base, &exported] {
         let output = dir.path().join("scores.jsonl");
-        factrl(&[
-            "score",
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            output.to_str().unwrap(),
-        ]);
-        scores.push(jsonl(&output));
+        scores.push(score(model, &input, &output, &[]));
     }
     assert_eq!(scores[0], scores[1]);
     // The vicuna_v1 template changes the prompt, hence the scores.
     let output = dir.path().join("vicuna.jsonl");
-    factrl(&[
-        "score",
-        "--model",
-        base.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--template",
-        "vicuna_v1",
-    ]);
-    assert_ne!(jsonl(&output), scores[0]);
+    let vicuna = score(&base, &input, &output, &["--template", "vicuna_v1"]);
+    assert_ne!(vicuna, scores[0]);
     assert_eq!(scores[0].len(), 2);
     // "a red square ." is four tokens; "a" one.
     assert_eq!(scores[0][0]["response_logprobs"].as_array().unwrap().len(), 4);

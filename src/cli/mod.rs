@@ -26,9 +26,11 @@ enum Command {
     /// Train a model (pretraining, SFT).
     #[command(subcommand)]
     Train(train::TrainCommand),
-    /// Per-token log-probs of responses under a model.
+    /// Per-token log-probs of responses under a model: input lines {"image", "prompt",
+    /// "response"}, output lines {"response_logprobs", "sum"}.
     Score(model::ScoreArgs),
-    /// Batched generation with a KV cache.
+    /// Batched generation with a KV cache: input lines {"image", "prompt"}, output lines
+    /// {"text", "token_ids", "logprobs"}.
     Generate(model::GenerateArgs),
     /// Write a model folder in the llava-hf layout, LoRA merged.
     Export(model::ExportArgs),

@@ -7,16 +7,16 @@ use anyhow::{Context, ensure};
 use clap::Args;
 use std::path::PathBuf;
 
-/// Flags of `factrl score`.
+/// Model, input and output of `score` and `generate`.
 #[derive(Args)]
-pub struct ScoreArgs {
+pub struct JobFiles {
     /// Model folder (llava-hf layout).
     #[arg(long)]
     model: PathBuf,
-    /// JSONL lines `{"image", "prompt", "response"}`; image paths relative to this file.
+    /// JSONL input (see the subcommand); image paths relative to this file.
     #[arg(long)]
     input: PathBuf,
-    /// JSONL lines `{"response_logprobs", "sum"}`.
+    /// JSONL output, one line per input line.
     #[arg(long)]
     output: PathBuf,
     /// Prompt template.
@@ -24,21 +24,20 @@ pub struct ScoreArgs {
     template: Template,
 }
 
-/// Flags of `factrl generate`.
+/// Flags of `factrl score`: input lines `{"image", "prompt", "response"}`, output lines
+/// `{"response_logprobs", "sum"}`.
+#[derive(Args)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    files: JobFiles,
+}
+
+/// Flags of `factrl generate`: input lines `{"image", "prompt"}`, output lines
+/// `{"text", "token_ids", "logprobs"}`.
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// Model folder (llava-hf layout).
-    #[arg(long)]
-    model: PathBuf,
-    /// JSONL lines `{"image", "prompt"}`; image paths relative to this file.
-    #[arg(long)]
-    input: PathBuf,
-    /// JSONL lines `{"text", "token_ids", "logprobs"}`.
-    #[arg(long)]
-    output: PathBuf,
-    /// Prompt template.
-    #[arg(long, value_enum, default_value = "verbatim")]
-    template: Template,
+    #[command(flatten)]
+    files: JobFiles,
     /// Most new tokens per line.
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
@@ -72,8 +71,9 @@ pub struct ExportArgs {
 
 /// Runs `factrl score`.
 pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
-    jobs::score(&args.model, &args.input, &args.output, args.template)
-        .with_context(|| format!("scoring {}", args.input.display()))
+    let f = args.files;
+    jobs::score(&f.model, &f.input, &f.output, f.template)
+        .with_context(|| format!("scoring {}", f.input.display()))
 }
 
 /// Runs `factrl generate`.
@@ -88,8 +88,9 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         seed: args.seed,
         suppress_tokens: Vec::new(),
     };
-    jobs::generate_file(&args.model, &args.input, &args.output, args.template, &sampling)
-        .with_context(|| format!("generating for {}", args.input.display()))
+    let f = args.files;
+    jobs::generate_file(&f.model, &f.input, &f.output, f.template, &sampling)
+        .with_context(|| format!("generating for {}", f.input.display()))
 }
 
 /// Runs `factrl export`.
