@@ -27,6 +27,11 @@ fn first(q: &str) -> Turn {
     Turn::human(format!("<image>\n{q}"))
 }
 
+/// One of a list of instruction wordings.
+fn pick<'a>(wordings: &[&'a str; 3], rng: &mut impl Rng) -> &'a str {
+    wordings.choose(rng).copied().unwrap_or(wordings[0])
+}
+
 /// A single-turn record.
 fn record(id: String, image: &str, q: &str, a: &str, task: Task) -> Conversation {
     Conversation {
@@ -50,7 +55,7 @@ fn short_question(scene: &Scene, lc: &lang::LanguageConfig, rng: &mut impl Rng) 
 /// Pretraining record: a short caption with sizes, for feature alignment.
 pub fn pretrain(id: &str, image: &str, scene: &Scene, rng: &mut impl Rng) -> Conversation {
     let objects: Vec<_> = scene.objects.iter().collect();
-    let q = lang::CAPTION.choose(rng).copied().unwrap_or(lang::CAPTION[0]);
+    let q = pick(&lang::CAPTION, rng);
     record(format!("{id}-caption"), image, q, &lang::caption(&objects, true), Task::Caption)
 }
 
@@ -71,7 +76,7 @@ pub fn sft(
     } else {
         None
     };
-    let describe = lang::DESCRIBE.choose(rng).copied().unwrap_or(lang::DESCRIBE[0]);
+    let describe = pick(&lang::DESCRIBE, rng);
     let mut out = vec![record(
         format!("{id}-description"),
         image,
@@ -88,7 +93,7 @@ pub fn sft(
         3 | 4 => lang::multiple_choice(scene, rng),
         _ => {
             let objects: Vec<_> = scene.objects.iter().collect();
-            let q = lang::CAPTION.choose(rng).copied().unwrap_or(lang::CAPTION[0]);
+            let q = pick(&lang::CAPTION, rng);
             Qa {
                 question: q.into(),
                 answer: lang::caption(&objects, false),
@@ -125,7 +130,7 @@ pub fn sft(
 /// A prompt for preference collection or PPO: a description request or a short question.
 fn prompt_qa(scene: &Scene, dc: &DatasetConfig, lc: &lang::LanguageConfig, rng: &mut impl Rng) -> Qa {
     if rng.random_bool(dc.description_share) {
-        let q = lang::DESCRIBE.choose(rng).copied().unwrap_or(lang::DESCRIBE[0]);
+        let q = pick(&lang::DESCRIBE, rng);
         Qa {
             question: q.into(),
             answer: lang::describe(scene, None),
