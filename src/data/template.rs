@@ -2,6 +2,9 @@
 //!
 //! The world's tokenizer covers every word here, so the reward model and PPO can use them unchanged.
 
+use super::chat;
+use super::formats::Turn;
+
 /// Appended after the conversation (as a new user turn) to ask the reward model for a score; the
 /// score is read at the end of this text. `{factual_prompt}` is replaced by [`factual_prompt`]'s
 /// output, or by nothing for a standard reward model.
@@ -28,9 +31,27 @@ pub fn reward_prompt(captions: Option<&[String]>) -> String {
     }
 }
 
+/// The reward model's whole input text: the conversation up to its last human turn (`turns` may
+/// end with the gpt turn that `response` replaces), the response closed by `</s>`, then the grading
+/// prompt. Reward training, `factrl score --reward-model` and PPO all score this text, so the
+/// reward model sees the same words everywhere.
+pub fn reward_text(turns: &[Turn], response: &str, captions: Option<&[String]>) -> String {
+    format!("{} {response}</s>{}", chat::text(turns, true), reward_prompt(captions))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reward_text_replaces_the_last_answer_and_ends_with_the_grading_prompt() {
+        let turns = [Turn::human("<image>\nIs there a red circle in the image?"), Turn::gpt("Yes.")];
+        let t = reward_text(&turns, "No.", None);
+        assert!(t.starts_with(
+            "USER: <image>\nIs there a red circle in the image? ASSISTANT: No.</s>USER: Please"
+        ));
+        assert!(t.ends_with("the quality score of my last response is"));
+    }
 
     #[test]
     fn reward_prompt_lists_captions_one_per_line() {
