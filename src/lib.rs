@@ -6,8 +6,10 @@
 pub mod backend;
 pub mod cli;
 pub mod data;
+pub mod demo;
 pub mod eval;
 pub mod io;
 pub mod model;
+pub mod report;
 pub mod train;
 pub mod world;

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod demo;
 mod eval;
 mod model;
 mod train;
@@ -18,6 +19,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole Fact-RLHF pipeline on the built-in world, ending in a report (Base, SFT, RLHF,
+    /// Fact-RLHF).
+    Demo(demo::DemoArgs),
     /// Generate the synthetic visual world: images, ground truth, datasets, benchmarks, tokenizer.
     World(world::WorldArgs),
     /// Evaluate hallucination (POPE scoring).
@@ -41,6 +45,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::World(args) => world::run(args),
         Command::Eval(cmd) => eval::run(cmd),
         Command::Train(cmd) => train::run(cmd),

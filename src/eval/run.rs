@@ -17,7 +17,7 @@ use crate::world::bench::PopeSetting;
 use crate::world::language;
 use crate::world::scene::AbsentKind;
 use crate::world::{self, SceneRecord};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -47,7 +47,7 @@ pub struct EvalOptions {
 }
 
 /// `metrics.json`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalReport {
     /// The model folder.
     pub model: PathBuf,

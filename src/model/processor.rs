@@ -10,7 +10,7 @@ use super::ModelError;
 use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Settings of `CLIPImageProcessor`.
 #[derive(Debug, Clone, Deserialize)]
@@ -109,6 +109,37 @@ impl ClipProcessor {
     pub fn square(n: u32) -> Self {
         serde_json::from_value(serde_json::json!({ "size": {"shortest_edge": n}, "crop_size": n }))
             .expect("a complete processor config")
+    }
+
+    /// Sets `image_mean` and `image_std` to the per-channel statistics of `images` (after the
+    /// rescale to [0, 1]). CLIP's constants are the statistics of CLIP's own training images; a
+    /// new model normalises with those of its own, so that a uniform background maps near 0 and
+    /// the objects carry the signal from the first step.
+    pub fn fit_normalisation(&mut self, images: &[PathBuf]) -> Result<(), ModelError> {
+        let (mut sum, mut sq, mut n) = ([0f64; 3], [0f64; 3], 0f64);
+        for path in images {
+            let rgb = image::open(path)
+                .map_err(|e| ModelError::Image { path: path.clone(), problem: e.to_string() })?
+                .to_rgb8();
+            for px in rgb.pixels() {
+                for c in 0..3 {
+                    let v = f64::from(px[c]) * self.rescale_factor;
+                    sum[c] += v;
+                    sq[c] += v * v;
+                }
+            }
+            n += f64::from(rgb.width() * rgb.height());
+        }
+        if n == 0.0 {
+            return Err(ModelError::Input("no images to fit the normalisation on".into()));
+        }
+        for c in 0..3 {
+            let mean = sum[c] / n;
+            self.image_mean[c] = mean as f32;
+            // A floor keeps a blank image set from dividing by zero.
+            self.image_std[c] = (sq[c] / n - mean * mean).max(1e-6).sqrt().max(1e-3) as f32;
+        }
+        Ok(())
     }
 
     /// `(h, w)` of every processed image, if fixed (a centre crop, or an exact resize).
@@ -281,6 +312,21 @@ fn resize_bicubic(image: &RgbImage, w: u32, h: u32) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normalisation_fits_the_channel_statistics_by_hand() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.png"), dir.path().join("b.png"));
+        RgbImage::from_pixel(2, 2, image::Rgb([255, 51, 0])).save(&a).unwrap();
+        RgbImage::from_pixel(2, 2, image::Rgb([0, 51, 0])).save(&b).unwrap();
+        let mut p = ClipProcessor::square(2);
+        p.fit_normalisation(&[a, b]).unwrap();
+        // Red: half 1.0, half 0.0 -> mean 0.5, std 0.5; green constant 0.2; blue constant 0 (floored std).
+        assert!((p.image_mean[0] - 0.5).abs() < 1e-6 && (p.image_std[0] - 0.5).abs() < 1e-6);
+        assert!((p.image_mean[1] - 0.2).abs() < 1e-6 && (p.image_std[1] - 1e-3).abs() < 1e-6);
+        assert_eq!(p.image_mean[2], 0.0);
+        assert!(p.fit_normalisation(&[]).is_err());
+    }
 
     #[test]
     fn resize_keeps_a_constant_image_and_the_aspect() {

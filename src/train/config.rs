@@ -51,17 +51,18 @@ pub fn apply_overrides(table: &mut toml::Table, sets: &[String]) -> Result<(), C
 pub fn load<T: DeserializeOwned>(path: &Path, sets: &[String]) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    parse(&text, &path.display().to_string(), sets)
+}
+
+/// Parses TOML `text` (named `origin` in errors), applies overrides and deserialises it.
+pub fn parse<T: DeserializeOwned>(text: &str, origin: &str, sets: &[String]) -> Result<T, ConfigError> {
     let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Invalid {
-        origin: path.display().to_string(),
+        origin: origin.to_string(),
         message: e.to_string(),
     })?;
     apply_overrides(&mut table, sets)?;
     T::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
-        origin: if sets.is_empty() {
-            path.display().to_string()
-        } else {
-            format!("{} with --set", path.display())
-        },
+        origin: if sets.is_empty() { origin.to_string() } else { format!("{origin} with --set") },
         message: e.to_string(),
     })
 }

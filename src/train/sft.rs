@@ -59,8 +59,11 @@ pub struct SftConfig {
     /// `tokenizer.json` of a new model.
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
-    /// Image side of a new model, pixels.
+    /// Image side of a new model, pixels (images are resized to it).
     pub image_size: usize,
+    /// Patch side of a new model, pixels; `image_size / 3` puts one grid cell of the world in
+    /// each patch.
+    pub patch_size: usize,
     /// Parts that train: any of "vision", "projector", "decoder".
     pub trainable: Vec<Part>,
     /// Peak learning rate (AdamW).
@@ -278,19 +281,18 @@ pub struct Summary {
 
 /// Reads the config file with overrides.
 pub fn load_config(path: &Path, sets: &[String]) -> Result<SftConfig, TrainError> {
-    let cfg: SftConfig = config::load(path, sets)?;
-    if cfg.batch_size == 0 || cfg.grad_accum == 0 || cfg.epochs == 0 || cfg.trainable.is_empty() {
-        return Err(TrainError::Setting(
-            "batch_size, grad_accum, epochs and trainable must be non-zero / non-empty".into(),
-        ));
-    }
-    Ok(cfg)
+    Ok(config::load(path, sets)?)
 }
 
 /// Trains, resuming from the run folder's checkpoint with `resume`. With `halt_after`, stops after
 /// that many steps of this invocation (at a checkpoint), for time-sliced or preemptible runs; the
 /// schedule is the full run's either way.
 pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result<Summary, TrainError> {
+    if cfg.batch_size == 0 || cfg.grad_accum == 0 || cfg.epochs == 0 || cfg.trainable.is_empty() {
+        return Err(TrainError::Setting(
+            "batch_size, grad_accum, epochs and trainable must be non-zero / non-empty".into(),
+        ));
+    }
     let start = Instant::now();
     let toml = toml::to_string(cfg).map_err(|e| TrainError::Setting(e.to_string()))?;
     let run = RunDir::open(&cfg.out, resume, &toml)?;
@@ -328,6 +330,7 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
             c.eos_token_id = Some(id("</s>")?);
             c.pad_token_id = Some(id("<pad>")?);
             c.vision.image_size = cfg.image_size;
+            c.vision.patch_size = cfg.patch_size;
             (Llava::init(&c, &device)?, tok_path, ClipProcessor::square(cfg.image_size as u32))
         }
     };
@@ -344,6 +347,12 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
     };
     if train.is_empty() {
         return Err(TrainError::Data { file: cfg.train.clone(), message: "no records".into() });
+    }
+    let mut processor = processor;
+    if source.is_none() {
+        // A new model: normalise with the statistics of (up to 512 of) its training images.
+        let sample: Vec<PathBuf> = image_index.keys().take(512).cloned().collect();
+        processor.fit_normalisation(&sample)?;
     }
     let table = image_table(&model, &processor, &image_index, !cfg.trainable.contains(&Part::Vision))?;
 

@@ -1,0 +1,26 @@
+//! `factrl demo`.
+
+use clap::Args;
+use std::path::PathBuf;
+
+/// Flags of `factrl demo`.
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Output folder: one `seed-N` folder per seed, and report.{md,html,json}.
+    #[arg(long, default_value = "runs/demo")]
+    out: PathBuf,
+    /// A tiny version of every stage (minutes; for CI and a first look).
+    #[arg(long)]
+    quick: bool,
+    /// Run the pipeline for seeds 0..N and report mean and spread.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    seeds: u64,
+}
+
+/// Runs `factrl demo`.
+pub fn run(a: DemoArgs) -> anyhow::Result<()> {
+    let opts = crate::demo::DemoOptions { out: a.out, quick: a.quick, seeds: a.seeds };
+    let md = crate::demo::run(&opts)?;
+    println!("{md}");
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! `factrl demo`: the whole Fact-RLHF pipeline on the built-in world, one folder per seed, ending
+//! in the report (Base, SFT, RLHF, Fact-RLHF on the same tests).
+//!
+//! Every stage writes its own files (the same the stage's command writes) and is skipped on a
+//! rerun when its output is complete, so an interrupted demo continues where it stopped; a
+//! training stage with a checkpoint resumes from it. The stage settings are the shipped configs
+//! (`configs/*.toml`, compiled in) with the demo's paths and, for `--quick`, a tiny budget.
+
+use crate::eval::run::{EvalOptions, EvalReport};
+use crate::io::{self, IoError};
+use crate::report::{self, Curve, ModelResult, Report};
+use crate::train::{config, sft};
+use crate::world::{self, WorldConfig};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What `factrl demo` runs.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Output folder (one `seed-N` folder per seed, and the report).
+    pub out: PathBuf,
+    /// The tiny CI version.
+    pub quick: bool,
+    /// Seeds, 0..seeds.
+    pub seeds: u64,
+}
+
+/// Why the demo stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A stage failed.
+    #[error("stage {stage} (seed {seed}): {message}")]
+    Stage {
+        /// The stage.
+        stage: String,
+        /// The seed.
+        seed: u64,
+        /// The stage's error.
+        message: String,
+    },
+    /// Writing the report or reading a stage's output failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+/// The shipped stage configs; the demo sets their paths.
+const PRETRAIN_TOML: &str = include_str!("../configs/pretrain.toml");
+const SFT_TOML: &str = include_str!("../configs/sft.toml");
+
+/// One seed's folder layout.
+struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    fn world(&self) -> PathBuf {
+        self.root.join("world")
+    }
+    fn run(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+    fn model(&self, name: &str) -> PathBuf {
+        self.root.join(name).join("final")
+    }
+    fn eval(&self, model: &str) -> PathBuf {
+        self.root.join(format!("eval-{model}"))
+    }
+}
+
+/// Budgets of the two demo sizes, as config overrides per stage.
+struct Budget {
+    world: WorldConfig,
+    pretrain: &'static [&'static str],
+    sft: &'static [&'static str],
+    eval: EvalOptions,
+}
+
+fn budget(quick: bool, seed: u64) -> Budget {
+    if quick {
+        Budget {
+            world: WorldConfig {
+                images: 300,
+                seed,
+                pope_images: 20,
+                mmhal_per_type: 2,
+                ..WorldConfig::default()
+            },
+            pretrain: &["max_steps=8", "batch_size=16", "eval_every=4", "val_records=16"],
+            sft: &["max_steps=12", "batch_size=16", "eval_every=6", "val_records=16"],
+            eval: EvalOptions { limit: Some(24), batch: 32, max_new_tokens: 48 },
+        }
+    } else {
+        Budget {
+            world: WorldConfig { seed, ..WorldConfig::default() },
+            pretrain: &[],
+            sft: &[],
+            eval: EvalOptions { limit: Some(600), batch: 64, max_new_tokens: 96 },
+        }
+    }
+}
+
+/// Seconds each finished stage took, kept in the seed folder so a rerun reports them too.
+fn record_time(root: &Path, stage: &str, seconds: f64) -> Result<(), IoError> {
+    let path = root.join("timings.json");
+    let mut t: serde_json::Map<String, serde_json::Value> =
+        if path.exists() { io::read_json(&path)? } else { serde_json::Map::new() };
+    t.insert(stage.to_string(), seconds.into());
+    io::write_json(&path, &t)
+}
+
+/// Runs `body` unless `done` exists; reports progress on stderr.
+fn stage(
+    root: &Path,
+    seed: u64,
+    name: &str,
+    done: &Path,
+    body: impl FnOnce() -> anyhow::Result<()>,
+) -> Result<(), DemoError> {
+    if done.exists() {
+        eprintln!("[demo seed {seed}] {name}: done already ({})", done.display());
+        return Ok(());
+    }
+    eprintln!("[demo seed {seed}] {name} ...");
+    let start = Instant::now();
+    body().map_err(|e| DemoError::Stage { stage: name.to_string(), seed, message: format!("{e:#}") })?;
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!("[demo seed {seed}] {name}: finished in {secs:.0} s");
+    record_time(root, name, secs)?;
+    Ok(())
+}
+
+/// A training stage: the shipped config with this seed's paths and the budget's overrides; resumes
+/// from a checkpoint left by an interrupted run.
+fn train_sft(toml: &str, name: &str, sets: Vec<String>) -> anyhow::Result<()> {
+    let cfg: sft::SftConfig = config::parse(toml, &format!("configs/{name}.toml"), &sets)?;
+    let resume = cfg.out.join("checkpoint").exists();
+    sft::train(&cfg, resume, None)?;
+    Ok(())
+}
+
+fn path_set(key: &str, path: &Path) -> String {
+    // A TOML string literal, so any path survives the override parser.
+    format!("{key}={}", toml::Value::String(path.display().to_string()))
+}
+
+/// Runs every stage of one seed; returns the evaluations by model.
+fn run_seed(opts: &DemoOptions, seed: u64) -> Result<Vec<(String, EvalReport)>, DemoError> {
+    let l = Layout { root: opts.out.join(format!("seed-{seed}")) };
+    std::fs::create_dir_all(&l.root).map_err(io::at(&l.root))?;
+    let b = budget(opts.quick, seed);
+    let w = l.world();
+
+    stage(&l.root, seed, "world", &w.join("world.json"), || {
+        world::generate(&b.world, &w, true)?;
+        Ok(())
+    })?;
+    stage(&l.root, seed, "pretrain", &l.model("pretrain"), || {
+        let mut sets = vec![
+            path_set("out", &l.run("pretrain")),
+            path_set("train", &w.join("pretrain.json")),
+            path_set("val", &w.join("pretrain_val.json")),
+            path_set("tokenizer", &w.join("tokenizer.json")),
+            format!("seed={seed}"),
+        ];
+        sets.extend(b.pretrain.iter().map(|s| s.to_string()));
+        train_sft(PRETRAIN_TOML, "pretrain", sets)
+    })?;
+    stage(&l.root, seed, "sft", &l.model("sft"), || {
+        let mut sets = vec![
+            path_set("out", &l.run("sft")),
+            path_set("init", &l.model("pretrain")),
+            path_set("train", &w.join("sft.json")),
+            path_set("val", &w.join("sft_val.json")),
+            format!("seed={seed}"),
+        ];
+        sets.extend(b.sft.iter().map(|s| s.to_string()));
+        train_sft(SFT_TOML, "sft", sets)
+    })?;
+
+    let models = [("base", l.model("pretrain")), ("sft", l.model("sft"))];
+    let mut out = Vec::new();
+    for (name, dir) in models {
+        let eval_dir = l.eval(name);
+        let metrics = eval_dir.join("metrics.json");
+        stage(&l.root, seed, &format!("eval {name}"), &metrics, || {
+            crate::eval::run::run(&dir, &w, &eval_dir, &b.eval)?;
+            Ok(())
+        })?;
+        out.push((name.to_string(), io::read_json(&metrics)?));
+    }
+    Ok(out)
+}
+
+/// Curves of one seed's runs.
+fn curves(root: &Path) -> Result<Vec<Curve>, IoError> {
+    let run = |name: &str| root.join(name).join("metrics.jsonl");
+    let mut out = Vec::new();
+    for (title, name) in [("pretraining loss", "pretrain"), ("SFT loss", "sft")] {
+        out.push(Curve {
+            title: title.into(),
+            series: vec![
+                ("train".into(), report::series(&run(name), "loss")?),
+                ("eval".into(), report::series(&run(name), "eval_loss")?),
+            ],
+        });
+    }
+    Ok(out)
+}
+
+/// Runs the demo and writes the report; returns the report's markdown.
+pub fn run(opts: &DemoOptions) -> Result<String, DemoError> {
+    let seeds = opts.seeds.max(1);
+    let mut models: Vec<ModelResult> = Vec::new();
+    let mut timings: Vec<(String, f64)> = Vec::new();
+    for seed in 0..seeds {
+        for (name, r) in run_seed(opts, seed)? {
+            match models.iter_mut().find(|m| m.model == name) {
+                Some(m) => m.seeds.push(r),
+                None => models.push(ModelResult { model: name, seeds: vec![r] }),
+            }
+        }
+        let t: serde_json::Map<String, serde_json::Value> =
+            io::read_json(&opts.out.join(format!("seed-{seed}")).join("timings.json"))?;
+        for (stage, secs) in t {
+            let secs = secs.as_f64().unwrap_or(0.0);
+            match timings.iter_mut().find(|(s, _)| *s == stage) {
+                Some((_, total)) => *total += secs,
+                None => timings.push((stage, secs)),
+            }
+        }
+    }
+    let report = Report {
+        models,
+        curves: curves(&opts.out.join("seed-0"))?,
+        timings,
+        notes: vec![format!(
+            "{} demo, {seeds} seed(s); folders {}/seed-N.",
+            if opts.quick { "quick" } else { "full" },
+            opts.out.display()
+        )],
+    };
+    Ok(report::write(&opts.out, &report)?)
+}

@@ -1,0 +1,421 @@
+//! The demo's report: the seed's table (Base, SFT, RLHF, Fact-RLHF) measured on the same tests,
+//! the claims it must support checked against the numbers, and the training curves.
+//!
+//! Writes `report.json` (one row per model: the means over seeds, with their standard deviation
+//! in `std` and the seed count in `seeds`), `report.md` and a self-contained `report.html` with
+//! SVG plots ([`svg`]).
+
+pub mod svg;
+
+use crate::eval::run::EvalReport;
+use crate::io::{self, IoError};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The models of the table, in its order: key in `report.json`, label in the tables.
+pub const MODELS: [(&str, &str); 4] =
+    [("base", "Base"), ("sft", "SFT"), ("rlhf", "RLHF"), ("fact_rlhf", "Fact-RLHF")];
+
+/// One model's evaluation on every seed.
+#[derive(Clone, Debug)]
+pub struct ModelResult {
+    /// `base`, `sft`, `rlhf` or `fact_rlhf`.
+    pub model: String,
+    /// One evaluation per seed.
+    pub seeds: Vec<EvalReport>,
+}
+
+/// A training curve: one or more series of (step, value) read from a run's `metrics.jsonl`.
+#[derive(Clone, Debug)]
+pub struct Curve {
+    /// Plot title.
+    pub title: String,
+    /// Named series.
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+/// The row of `report.json` for one evaluation (the issue's schema).
+pub fn row(model: &str, r: &EvalReport) -> Value {
+    json!({
+        "model": model,
+        "pope": r.pope,
+        "chair_i": r.chair_i,
+        "chair_s": r.chair_s,
+        "object_recall": r.object_recall,
+        "mmhal_score": r.mmhal_score,
+        "mmhal_hallucination_rate": r.mmhal_hallucination_rate,
+    })
+}
+
+/// Numeric leaves of a JSON tree by dotted path.
+fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, f64>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        Value::Number(n) => {
+            out.insert(prefix.to_string(), n.as_f64().unwrap_or(f64::NAN));
+        }
+        _ => {}
+    }
+}
+
+/// The inverse of [`flatten`].
+fn unflatten(values: &BTreeMap<String, f64>) -> Value {
+    let mut root = Map::new();
+    for (path, &x) in values {
+        let mut node = &mut root;
+        let parts: Vec<&str> = path.split('.').collect();
+        for p in &parts[..parts.len() - 1] {
+            node = node
+                .entry(p.to_string())
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
+                .expect("paths of one tree nest consistently");
+        }
+        node.insert(parts[parts.len() - 1].to_string(), json!(x));
+    }
+    Value::Object(root)
+}
+
+/// Mean and sample standard deviation (0 for one value) of each leaf over the rows.
+pub fn mean_and_std(rows: &[Value]) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+    let mut columns: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for r in rows {
+        let mut flat = BTreeMap::new();
+        flatten("", r, &mut flat);
+        for (k, v) in flat {
+            columns.entry(k).or_default().push(v);
+        }
+    }
+    let mut mean = BTreeMap::new();
+    let mut std = BTreeMap::new();
+    for (k, xs) in columns {
+        let n = xs.len() as f64;
+        let m = xs.iter().sum::<f64>() / n;
+        let var =
+            if xs.len() > 1 { xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+        mean.insert(k.clone(), m);
+        std.insert(k, var.sqrt());
+    }
+    (mean, std)
+}
+
+/// False-positive rate of POPE adversarial, fp / (fp + tn): the hallucination the claims are
+/// about (accuracy also moves with misses of present objects).
+fn adversarial_fp_rate(flat: &BTreeMap<String, f64>) -> f64 {
+    let fp = flat.get("pope.adversarial.fp").copied().unwrap_or(0.0);
+    let tn = flat.get("pope.adversarial.tn").copied().unwrap_or(0.0);
+    if fp + tn > 0.0 { fp / (fp + tn) } else { 0.0 }
+}
+
+/// One table cell: the mean, with the spread when there are several seeds.
+struct Stat {
+    mean: f64,
+    std: f64,
+}
+
+/// The table's columns: label and how to read the value from a row's flattened means / stds.
+const COLUMNS: [(&str, &str); 9] = [
+    ("POPE adv. FP rate", "pope.adversarial.fp_rate"),
+    ("POPE adv. acc.", "pope.adversarial.accuracy"),
+    ("POPE adv. F1", "pope.adversarial.f1"),
+    ("POPE rand. acc.", "pope.random.accuracy"),
+    ("CHAIR_i", "chair_i"),
+    ("CHAIR_s", "chair_s"),
+    ("object recall", "object_recall"),
+    ("MMHal score", "mmhal_score"),
+    ("MMHal halluc. rate", "mmhal_hallucination_rate"),
+];
+
+/// Per model: its label, seed count, and the statistics of every column.
+struct Table {
+    rows: Vec<(String, String, usize, BTreeMap<String, Stat>)>,
+}
+
+impl Table {
+    fn new(models: &[ModelResult]) -> Self {
+        let rows = models
+            .iter()
+            .map(|m| {
+                let per_seed: Vec<Value> = m
+                    .seeds
+                    .iter()
+                    .map(|r| {
+                        let mut v = row(&m.model, r);
+                        let mut flat = BTreeMap::new();
+                        flatten("", &v, &mut flat);
+                        v["pope"]["adversarial"]["fp_rate"] = json!(adversarial_fp_rate(&flat));
+                        v
+                    })
+                    .collect();
+                let (mean, std) = mean_and_std(&per_seed);
+                let stats = mean
+                    .iter()
+                    .map(|(k, &m)| (k.clone(), Stat { mean: m, std: std.get(k).copied().unwrap_or(0.0) }))
+                    .collect();
+                let label = MODELS.iter().find(|(k, _)| *k == m.model).map_or(m.model.as_str(), |(_, l)| l);
+                (m.model.clone(), label.to_string(), m.seeds.len(), stats)
+            })
+            .collect();
+        Table { rows }
+    }
+
+    fn get(&self, model: &str, key: &str) -> Option<f64> {
+        self.rows.iter().find(|r| r.0 == model).and_then(|r| r.3.get(key)).map(|s| s.mean)
+    }
+
+    fn html(&self) -> String {
+        let mut s = String::from("<table>\n<tr><th>model</th><th>seeds</th>");
+        for (label, _) in COLUMNS {
+            s.push_str(&format!("<th>{}</th>", svg::escape(label)));
+        }
+        s.push_str("</tr>\n");
+        for (_, label, n, stats) in &self.rows {
+            s.push_str(&format!("<tr><th>{}</th><td>{n}</td>", svg::escape(label)));
+            for (_, key) in COLUMNS {
+                s.push_str(&format!("<td>{}</td>", cell(stats.get(key), *n)));
+            }
+            s.push_str("</tr>\n");
+        }
+        s.push_str("</table>\n");
+        s
+    }
+
+    fn markdown(&self) -> String {
+        let mut s = String::from("| model | seeds |");
+        for (label, _) in COLUMNS {
+            s.push_str(&format!(" {label} |"));
+        }
+        s.push_str("\n|---|---|");
+        s.push_str(&"---|".repeat(COLUMNS.len()));
+        s.push('\n');
+        for (_, label, n, stats) in &self.rows {
+            s.push_str(&format!("| {label} | {n} |"));
+            for (_, key) in COLUMNS {
+                s.push_str(&format!(" {} |", cell(stats.get(key), *n)));
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+fn cell(stat: Option<&Stat>, seeds: usize) -> String {
+    match stat {
+        None => "n/a".into(),
+        Some(s) if seeds > 1 => format!("{:.3} ± {:.3}", s.mean, s.std),
+        Some(s) => format!("{:.3}", s.mean),
+    }
+}
+
+/// The claims of the demo (issue 8) checked against the means; each line says what was measured.
+pub fn claims(models: &[ModelResult]) -> Vec<String> {
+    let t = Table::new(models);
+    let fp = "pope.adversarial.fp_rate";
+    let (Some(sft_fp), Some(sft_chair), Some(sft_recall)) =
+        (t.get("sft", fp), t.get("sft", "chair_i"), t.get("sft", "object_recall"))
+    else {
+        return vec!["SFT was not evaluated; no claim can be checked.".into()];
+    };
+    let (Some(f_fp), Some(f_chair), Some(f_recall)) =
+        (t.get("fact_rlhf", fp), t.get("fact_rlhf", "chair_i"), t.get("fact_rlhf", "object_recall"))
+    else {
+        return vec!["Fact-RLHF was not evaluated; no claim can be checked.".into()];
+    };
+    let verdict = |ok: bool| if ok { "holds" } else { "does NOT hold" };
+    let mut out = vec![
+        format!(
+            "Fact-RLHF halves SFT's POPE adversarial false-positive rate: {} ({sft_fp:.3} -> {f_fp:.3}).",
+            verdict(f_fp <= sft_fp / 2.0)
+        ),
+        format!(
+            "Fact-RLHF halves SFT's CHAIR_i: {} ({sft_chair:.3} -> {f_chair:.3}).",
+            verdict(f_chair <= sft_chair / 2.0)
+        ),
+        format!(
+            "Fact-RLHF keeps object recall within 5% of SFT's: {} ({sft_recall:.3} -> {f_recall:.3}).",
+            verdict((f_recall - sft_recall).abs() <= 0.05 * sft_recall)
+        ),
+    ];
+    if let (Some(r_fp), Some(r_chair)) = (t.get("rlhf", fp), t.get("rlhf", "chair_i")) {
+        out.push(format!(
+            "Fact-RLHF beats standard RLHF on both: {} (FP rate {r_fp:.3} vs {f_fp:.3}, CHAIR_i {r_chair:.3} vs {f_chair:.3}).",
+            verdict(f_fp < r_fp && f_chair < r_chair)
+        ));
+    }
+    let seeds = models.iter().map(|m| m.seeds.len()).min().unwrap_or(0);
+    if seeds < 3 {
+        out.push(format!(
+            "Only {seeds} seed(s): a difference between models is not a result until it holds over at least 3 seeds (`factrl demo --seeds 3`)."
+        ));
+    }
+    out
+}
+
+/// Series `key` of a `metrics.jsonl` against `step` (lines without the key are skipped). A
+/// missing file gives an empty series: a stage that did not run has no curve.
+pub fn series(metrics: &Path, key: &str) -> Result<Vec<(f64, f64)>, IoError> {
+    if !metrics.exists() {
+        return Ok(Vec::new());
+    }
+    let lines: Vec<Value> = io::read_jsonl(metrics)?;
+    Ok(lines.iter().filter_map(|l| Some((l.get("step")?.as_f64()?, l.get(key)?.as_f64()?))).collect())
+}
+
+/// Everything the report is made of.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Evaluations per model, in table order.
+    pub models: Vec<ModelResult>,
+    /// Training curves.
+    pub curves: Vec<Curve>,
+    /// Seconds per stage, summed over seeds, in pipeline order.
+    pub timings: Vec<(String, f64)>,
+    /// Extra lines for the report (settings, reward-model accuracies, warnings).
+    pub notes: Vec<String>,
+}
+
+/// Writes `report.json`, `report.md` and `report.html` into `out`; returns the markdown.
+pub fn write(out: &Path, report: &Report) -> Result<String, IoError> {
+    let rows: Vec<Value> = report
+        .models
+        .iter()
+        .map(|m| {
+            let per_seed: Vec<Value> = m.seeds.iter().map(|r| row(&m.model, r)).collect();
+            let (mean, std) = mean_and_std(&per_seed);
+            let mut v = unflatten(&mean);
+            v["model"] = json!(m.model);
+            v["std"] = unflatten(&std);
+            v["seeds"] = json!(m.seeds.len());
+            v
+        })
+        .collect();
+    io::write_json(&out.join("report.json"), &rows)?;
+
+    let table = Table::new(&report.models);
+    let claims = claims(&report.models);
+    let mut md = String::from("# factrl demo report\n\n");
+    md.push_str(
+        "Models evaluated on the same held-out world benchmarks (mean ± standard deviation over seeds).\n\n",
+    );
+    md.push_str(&table.markdown());
+    md.push_str("\n## Claims\n\n");
+    for c in &claims {
+        md.push_str(&format!("- {c}\n"));
+    }
+    if !report.notes.is_empty() {
+        md.push_str("\n## Notes\n\n");
+        for n in &report.notes {
+            md.push_str(&format!("- {n}\n"));
+        }
+    }
+    md.push_str("\n## Time per stage (2-core CPU unless noted)\n\n| stage | seconds |\n|---|---|\n");
+    for (stage, secs) in &report.timings {
+        md.push_str(&format!("| {stage} | {secs:.0} |\n"));
+    }
+    io::write_atomic(&out.join("report.md"), md.as_bytes())?;
+
+    let mut html = String::from(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>factrl demo report</title>\n<style>\
+         body{font-family:sans-serif;max-width:1100px;margin:2em auto;}table{border-collapse:collapse;}\
+         td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;}svg{margin:8px;}</style></head><body>\n",
+    );
+    html.push_str("<h1>factrl demo report</h1>\n");
+    html.push_str(&table.html());
+    html.push_str("<h2>Claims</h2>\n<ul>\n");
+    for c in claims.iter().chain(&report.notes) {
+        html.push_str(&format!("<li>{}</li>\n", svg::escape(c)));
+    }
+    html.push_str("</ul>\n<h2>Time per stage</h2>\n<table>\n");
+    for (stage, secs) in &report.timings {
+        html.push_str(&format!("<tr><th>{}</th><td>{secs:.0} s</td></tr>\n", svg::escape(stage)));
+    }
+    html.push_str("</table>\n<h2>Training curves</h2>\n");
+    for c in &report.curves {
+        html.push_str(&svg::line_chart(c));
+    }
+    html.push_str("</body></html>\n");
+    io::write_atomic(&out.join("report.html"), html.as_bytes())?;
+    Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::pope::PopeMetrics;
+
+    fn report(fp: usize, chair_i: f64, recall: f64) -> EvalReport {
+        let adv = PopeMetrics { fp, tn: 100 - fp, tp: 90, r#fn: 10, ..Default::default() };
+        EvalReport {
+            model: PathBuf::from("m"),
+            pope: [("adversarial".to_string(), adv)].into_iter().collect(),
+            false_positive_rate_by_kind: BTreeMap::new(),
+            task_accuracy: BTreeMap::new(),
+            descriptions: 10,
+            chair_i,
+            chair_s: 0.5,
+            object_recall: recall,
+            mmhal_score: 3.0,
+            mmhal_hallucination_rate: 0.4,
+        }
+    }
+
+    #[test]
+    fn mean_and_std_over_seeds_by_hand() {
+        let rows = vec![json!({"a": 1.0, "b": {"c": 2}}), json!({"a": 3.0, "b": {"c": 4}})];
+        let (m, s) = mean_and_std(&rows);
+        assert_eq!(m["a"], 2.0);
+        assert_eq!(m["b.c"], 3.0);
+        assert!((s["a"] - 2f64.sqrt()).abs() < 1e-12);
+        assert_eq!(unflatten(&m), json!({"a": 2.0, "b": {"c": 3.0}}));
+    }
+
+    #[test]
+    fn claims_are_checked_against_the_numbers() {
+        let m = |name: &str, r: Vec<EvalReport>| ModelResult { model: name.into(), seeds: r };
+        let models = vec![
+            m("sft", vec![report(40, 0.30, 0.80), report(40, 0.30, 0.80), report(40, 0.30, 0.80)]),
+            m("rlhf", vec![report(30, 0.20, 0.80); 3]),
+            m("fact_rlhf", vec![report(20, 0.14, 0.77); 3]),
+        ];
+        let c = claims(&models);
+        assert!(c[0].contains("holds (0.400 -> 0.200)"), "{}", c[0]);
+        assert!(c[1].contains("holds"), "{}", c[1]);
+        assert!(c[2].contains("holds"), "{}", c[2]);
+        assert!(c[3].contains("holds"), "{}", c[3]);
+        assert_eq!(c.len(), 4);
+        let worse = vec![models[0].clone(), m("fact_rlhf", vec![report(30, 0.2, 0.5)])];
+        let c = claims(&worse);
+        assert!(c.iter().take(3).all(|l| l.contains("does NOT hold")), "{c:?}");
+        assert!(c.last().unwrap().contains("Only 1 seed"));
+    }
+
+    #[test]
+    fn report_files_are_written_with_one_row_per_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = vec![ModelResult { model: "sft".into(), seeds: vec![report(40, 0.3, 0.8)] }];
+        let r = Report {
+            models,
+            curves: vec![Curve {
+                title: "loss".into(),
+                series: vec![("sft".into(), vec![(1.0, 2.0), (2.0, 1.0)])],
+            }],
+            timings: vec![("sft".into(), 12.0)],
+            notes: vec!["<b>".into()],
+        };
+        let md = write(dir.path(), &r).unwrap();
+        assert!(md.contains("| SFT | 1 | 0.400 |"), "{md}");
+        let rows: Vec<Value> = io::read_json(&dir.path().join("report.json")).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["model"], "sft");
+        assert_eq!(rows[0]["pope"]["adversarial"]["fp"], 40.0);
+        assert_eq!(rows[0]["chair_i"], 0.3);
+        let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+        assert!(html.contains("<svg") && html.contains("&lt;b&gt;") && !html.contains("<b>"));
+    }
+}
