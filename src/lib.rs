@@ -8,6 +8,7 @@ pub mod cli;
 pub mod data;
 pub mod demo;
 pub mod eval;
+pub mod feedback;
 pub mod io;
 pub mod model;
 pub mod report;
