@@ -7,6 +7,7 @@
 //! (`configs/*.toml`, compiled in) with the demo's paths and, for `--quick`, a tiny budget.
 
 use crate::eval::run::{EvalOptions, EvalReport};
+use crate::feedback::{self, auto::AutoOptions, collect::CollectOptions};
 use crate::io::{self, IoError};
 use crate::report::{self, Curve, ModelResult, Report};
 use crate::train::{config, sft};
@@ -72,6 +73,9 @@ struct Budget {
     world: WorldConfig,
     pretrain: &'static [&'static str],
     sft: &'static [&'static str],
+    /// Preference prompts sampled (all if `None`) and samples per prompt.
+    collect_limit: Option<usize>,
+    samples: usize,
     eval: EvalOptions,
 }
 
@@ -87,6 +91,8 @@ fn budget(quick: bool, seed: u64) -> Budget {
             },
             pretrain: &["max_steps=8", "batch_size=16", "eval_every=4", "val_records=16"],
             sft: &["max_steps=12", "batch_size=16", "eval_every=6", "val_records=16"],
+            collect_limit: Some(24),
+            samples: 4,
             eval: EvalOptions { limit: Some(24), batch: 32, max_new_tokens: 48 },
         }
     } else {
@@ -94,6 +100,8 @@ fn budget(quick: bool, seed: u64) -> Budget {
             world: WorldConfig { seed, ..WorldConfig::default() },
             pretrain: &[],
             sft: &[],
+            collect_limit: None,
+            samples: 4,
             eval: EvalOptions { limit: Some(600), batch: 64, max_new_tokens: 96 },
         }
     }
@@ -175,6 +183,27 @@ fn run_seed(opts: &DemoOptions, seed: u64) -> Result<Vec<(String, EvalReport)>, 
         ];
         sets.extend(b.sft.iter().map(|s| s.to_string()));
         train_sft(SFT_TOML, "sft", sets)
+    })?;
+
+    let candidates = l.root.join("candidates.json");
+    stage(&l.root, seed, "collect", &candidates, || {
+        let mut c = CollectOptions::new(l.model("sft"), w.join("prefs_prompts.json"), candidates.clone());
+        c.samples = b.samples;
+        c.limit = b.collect_limit;
+        c.sampling.seed = seed;
+        feedback::collect::collect(&c)?;
+        Ok(())
+    })?;
+    let prefs = l.root.join("prefs.json");
+    stage(&l.root, seed, "annotate", &prefs, || {
+        let s = feedback::auto::annotate(&w, &candidates, &prefs, &AutoOptions { noise: 0.0, seed })?;
+        eprintln!(
+            "[demo seed {seed}] {} pairs, {} ties dropped, {:.0}% decided on hallucination",
+            s.pairs,
+            s.ties_dropped,
+            100.0 * s.decided_on_hallucination
+        );
+        Ok(())
     })?;
 
     let models = [("base", l.model("pretrain")), ("sft", l.model("sft"))];
