@@ -7,12 +7,9 @@ use anyhow::{Context, ensure};
 use clap::Args;
 use std::path::PathBuf;
 
-/// Model, input and output of `score` and `generate`.
+/// Input and output of `score` and `generate`.
 #[derive(Args)]
 pub struct JobFiles {
-    /// Model folder (llava-hf layout).
-    #[arg(long)]
-    model: PathBuf,
     /// JSONL input (see the subcommand); image paths relative to this file.
     #[arg(long)]
     input: PathBuf,
@@ -25,17 +22,36 @@ pub struct JobFiles {
 }
 
 /// Flags of `factrl score`: input lines `{"image", "prompt", "response"}`, output lines
-/// `{"response_logprobs", "sum"}`.
+/// `{"response_logprobs", "sum"}`; with `--reward-model`, input lines `{"image", "prompt" |
+/// "conversations", "response", "captions"?}`, output lines `{"reward"}`.
 #[derive(Args)]
 pub struct ScoreArgs {
     #[command(flatten)]
+    scorer: Scorer,
+    #[command(flatten)]
     files: JobFiles,
+}
+
+/// What scores: a model's log-probs or a reward model's reward.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct Scorer {
+    /// Model folder (llava-hf layout): per-token log-probs.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Reward model folder (from `factrl train reward`): the reward of each response (`--template`
+    /// does not apply: the reward model's input is fixed).
+    #[arg(long)]
+    reward_model: Option<PathBuf>,
 }
 
 /// Flags of `factrl generate`: input lines `{"image", "prompt"}`, output lines
 /// `{"text", "token_ids", "logprobs"}`.
 #[derive(Args)]
 pub struct GenerateArgs {
+    /// Model folder (llava-hf layout).
+    #[arg(long)]
+    model: PathBuf,
     #[command(flatten)]
     files: JobFiles,
     /// Most new tokens per line.
@@ -72,8 +88,13 @@ pub struct ExportArgs {
 /// Runs `factrl score`.
 pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
     let f = args.files;
-    jobs::score(&f.model, &f.input, &f.output, f.template)
-        .with_context(|| format!("scoring {}", f.input.display()))
+    match (args.scorer.model, args.scorer.reward_model) {
+        (_, Some(rm)) => crate::train::reward::score_file(&rm, &f.input, &f.output)
+            .with_context(|| format!("scoring {} with reward model {}", f.input.display(), rm.display())),
+        (Some(model), None) => jobs::score(&model, &f.input, &f.output, f.template)
+            .with_context(|| format!("scoring {}", f.input.display())),
+        (None, None) => anyhow::bail!("give --model or --reward-model"),
+    }
 }
 
 /// Runs `factrl generate`.
@@ -89,7 +110,7 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         suppress_tokens: Vec::new(),
     };
     let f = args.files;
-    jobs::generate_file(&f.model, &f.input, &f.output, f.template, &sampling)
+    jobs::generate_file(&args.model, &f.input, &f.output, f.template, &sampling)
         .with_context(|| format!("generating for {}", f.input.display()))
 }
 

@@ -10,6 +10,19 @@ pub enum TrainCommand {
     Pretrain(TrainArgs),
     /// Stage 2: supervised fine-tuning on instructions (configs/sft.toml).
     Sft(TrainArgs),
+    /// Stage 3: the reward model on preference pairs, fact-augmented unless --no-facts
+    /// (configs/reward.toml).
+    Reward(RewardArgs),
+}
+
+/// Flags of `factrl train reward`.
+#[derive(Args)]
+pub struct RewardArgs {
+    #[command(flatten)]
+    train: TrainArgs,
+    /// Train the standard reward model: the grading prompt without captions (the ablation).
+    #[arg(long)]
+    no_facts: bool,
 }
 
 /// Flags shared by the trainers.
@@ -31,7 +44,10 @@ pub struct TrainArgs {
 
 /// Runs `factrl train ...`.
 pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
-    let (TrainCommand::Pretrain(a) | TrainCommand::Sft(a)) = cmd;
+    let a = match cmd {
+        TrainCommand::Pretrain(a) | TrainCommand::Sft(a) => a,
+        TrainCommand::Reward(r) => return reward(r),
+    };
     let cfg = crate::train::sft::load_config(&a.config, &a.sets)?;
     let s = crate::train::sft::train(&cfg, a.resume, a.halt_after)?;
     println!(
@@ -40,6 +56,28 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
         s.seconds,
         s.loss,
         s.eval_loss.map(|e| format!(", eval loss {e:.4}")).unwrap_or_default(),
+        s.model.display()
+    );
+    Ok(())
+}
+
+fn reward(r: RewardArgs) -> anyhow::Result<()> {
+    let a = r.train;
+    let mut cfg = crate::train::reward::load_config(&a.config, &a.sets)?;
+    cfg.facts &= !r.no_facts;
+    let s = crate::train::reward::train(&cfg, a.resume, a.halt_after)?;
+    let eval = s.eval.map(|m| {
+        format!(
+            ", held-out accuracy {:.3} (on {} hallucination pairs {:.3})",
+            m.accuracy, m.hallucination_pairs, m.hallucination_accuracy
+        )
+    });
+    println!(
+        "trained {} steps in {:.0} s: loss {:.4}{}; reward model in {}",
+        s.steps,
+        s.seconds,
+        s.loss,
+        eval.unwrap_or_default(),
         s.model.display()
     );
     Ok(())

@@ -1,8 +1,10 @@
 //! Training: the machinery every algorithm shares (config, schedule, run folder) and one file per
 //! algorithm.
 
+pub mod common;
 pub mod config;
 pub mod optim;
+pub mod reward;
 pub mod run;
 pub mod schedule;
 pub mod sft;

@@ -2,20 +2,23 @@
 //! same loop (cross-entropy on the assistant's tokens of vicuna_v1 conversations); they differ in
 //! their data and in which parts of the model train (`trainable`).
 
-use super::config::{self, ConfigError};
-use super::optim::{clip_global_norm, param_ids, restore_param_ids};
-use super::run::{RunDir, RunError};
+pub use super::common::TrainError;
+use super::common::{
+    ImageTable, load_tokenizer, progress_bar, resume_checkpoint, save_checkpoint, save_model_folder, say,
+    state_step,
+};
+use super::config;
+use super::optim::clip_global_norm;
+use super::run::RunDir;
 use super::schedule::warmup_cosine;
 use crate::backend::training_device;
 use crate::data::chat;
 use crate::data::formats::Conversation;
-use crate::io::{self, IoError};
+use crate::io;
 use crate::model::batch::PaddingSide;
-use crate::model::checkpoint::{load_llava, save_llava};
-use crate::model::jobs::MAX_SHARD_BYTES;
-use crate::model::processor::{ClipProcessor, pixel_batch};
-use crate::model::store::SaveDtype;
-use crate::model::{ImageInput, Llava, LlavaConfig, ModelError, TextBatch};
+use crate::model::checkpoint::load_llava;
+use crate::model::processor::ClipProcessor;
+use crate::model::{Llava, LlavaConfig, TextBatch};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -95,65 +98,11 @@ pub struct SftConfig {
     pub checkpoint_every: usize,
 }
 
-/// Why training stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    /// A bad config.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The run folder.
-    #[error(transparent)]
-    Run(#[from] RunError),
-    /// A file.
-    #[error(transparent)]
-    Io(#[from] IoError),
-    /// The model.
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    /// A record that cannot be trained on.
-    #[error("{file}: {message}")]
-    Data {
-        /// The data file.
-        file: PathBuf,
-        /// What is wrong, with the record id.
-        message: String,
-    },
-    /// A setting out of range.
-    #[error("invalid setting: {0}")]
-    Setting(String),
-    /// The loss stopped being a number.
-    #[error(
-        "the loss became {value} at step {step}; stopped (the last good checkpoint, if any, is in {checkpoint})"
-    )]
-    NonFinite {
-        /// Optimiser step.
-        step: usize,
-        /// The loss.
-        value: f32,
-        /// Where the last good checkpoint is.
-        checkpoint: PathBuf,
-    },
-    /// The optimiser state could not be saved or loaded.
-    #[error("optimizer state {path}: {message}")]
-    Optimizer {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        message: String,
-    },
-}
-
 /// One training sequence: ids with the image placeholder expanded, targets, and its image.
 struct Example {
     ids: Vec<u32>,
     target: Vec<bool>,
     image: usize,
-}
-
-/// Images of a dataset: processed pixels, or the frozen tower's features computed once.
-enum ImageTable {
-    Pixels(Vec<Vec<f32>>),
-    Features { rows: Vec<Vec<f32>>, shape: [usize; 2] },
 }
 
 /// Conversations of a file as training examples; images go into `images` (path -> index).
@@ -229,28 +178,15 @@ fn batch_loss(
         }
     }
     let tokens = weights.iter().filter(|w| **w > 0.0).count();
-    let images = match table {
-        ImageTable::Pixels(rows) => {
-            let side = model.config.vision.image_size;
-            ImageInput::Pixels(pixel_batch(
-                examples.iter().map(|e| rows[e.image].clone()).collect(),
-                side,
-                side,
-                &device,
-            ))
-        }
-        ImageTable::Features { rows, shape: [f, d] } => {
-            let flat: Vec<f32> = examples.iter().flat_map(|e| rows[e.image].iter().copied()).collect();
-            ImageInput::Features(Tensor::from_data(TensorData::new(flat, [b, *f, *d]), &device))
-        }
-    };
+    let rows: Vec<usize> = examples.iter().map(|e| e.image).collect();
+    let images = table.input(&rows, model.config.vision.image_size, &device);
     let logp = model.token_logprobs(&batch, images)?; // [b, t - 1]
     let w = Tensor::<2>::from_data(TensorData::new(weights, [b, t - 1]), &device);
     Ok((logp.mul(w).sum().neg().div_scalar(tokens.max(1) as f32), tokens))
 }
 
 /// Freezes the parts that do not train.
-fn freeze(mut model: Llava, trainable: &[Part]) -> Llava {
+pub fn freeze(mut model: Llava, trainable: &[Part]) -> Llava {
     if !trainable.contains(&Part::Vision) {
         model.vision_tower = model.vision_tower.freeze();
     }
@@ -303,18 +239,11 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
     let checkpoint = if resume { run.checkpoint() } else { None };
     let source = checkpoint.clone().or_else(|| cfg.init.clone());
     let (model, tokenizer_path, processor) = match &source {
-        Some(dir) => {
-            let mut model = load_llava(dir, &device)?;
-            if let Some(ck) = &checkpoint {
-                let ids: BTreeMap<String, u64> = io::read_json(&ck.join("param_ids.json"))?;
-                model = restore_param_ids(model, &ids);
-            }
-            (
-                model,
-                dir.join("tokenizer.json"),
-                ClipProcessor::from_file(&dir.join("preprocessor_config.json"))?,
-            )
-        }
+        Some(dir) => (
+            load_llava(dir, &device)?,
+            dir.join("tokenizer.json"),
+            ClipProcessor::from_file(&dir.join("preprocessor_config.json"))?,
+        ),
         None => {
             let tok_path = cfg.tokenizer.clone().ok_or_else(|| {
                 TrainError::Setting("set `init` (a model folder) or `tokenizer` (for a new model)".into())
@@ -354,7 +283,7 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
         let sample: Vec<PathBuf> = image_index.keys().take(512).cloned().collect();
         processor.fit_normalisation(&sample)?;
     }
-    let table = image_table(&model, &processor, &image_index, !cfg.trainable.contains(&Part::Vision))?;
+    let table = ImageTable::build(&model, &processor, &image_index, !cfg.trainable.contains(&Part::Vision))?;
 
     // 3. Optimiser and schedule.
     let lens: Vec<usize> = train.iter().map(|e| e.ids.len()).collect();
@@ -362,25 +291,16 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
     let total =
         (cfg.epochs * micro_per_epoch / cfg.grad_accum).max(1).min(cfg.max_steps.unwrap_or(usize::MAX));
     let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init();
-    let mut step = 0;
+    let (mut model, mut step) = (model, 0);
     if let Some(ck) = &checkpoint {
-        let path = ck.join("optimizer.bpk");
-        optim = optim
-            .load(&path)
-            .map_err(|e| TrainError::Optimizer { path: path.clone(), message: format!("{e:?}") })?;
-        let state: serde_json::Value = io::read_json(&ck.join("state.json"))?;
-        step = state["step"].as_u64().unwrap_or(0) as usize;
+        let state;
+        (model, optim, state) = resume_checkpoint(ck, model, optim)?;
+        step = state_step(&state);
     }
     let mut metrics = run.metrics(checkpoint.as_ref().map(|_| step))?;
-    let bar = indicatif::ProgressBar::new(total as u64).with_position(step as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_prefix(cfg.out.display().to_string());
+    let bar = progress_bar(total, step, &cfg.out);
 
     // 4. The loop.
-    let mut model = model;
     let (mut epoch_cache, mut last_loss, mut last_eval) = (None::<(usize, Vec<Vec<usize>>)>, f32::NAN, None);
     let (mut tokens_seen, mut timer) = (0usize, Instant::now());
     let stop = halt_after.map_or(total, |n| (step + n).min(total));
@@ -426,23 +346,14 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
         if !val.is_empty() && (step % cfg.eval_every.max(1) == 0 || step == total) {
             let e = eval_loss(&model, &val, &table, pad, cfg.batch_size)?;
             let line = format!("step {step}/{total}: train loss {loss_sum:.4}, eval loss {e:.4}");
-            // A hidden bar (no terminal) prints nothing, so the summary goes to stderr itself.
-            if bar.is_hidden() {
-                eprintln!("{line}")
-            } else {
-                bar.println(line)
-            }
+            say(&bar, line);
             metrics.log(&serde_json::json!({"step": step, "eval_loss": e}))?;
             last_eval = Some(e);
         }
         if step % cfg.checkpoint_every.max(1) == 0 || step == stop {
-            run.save_checkpoint(|dir| -> Result<(), TrainError> {
-                save_model_folder(&model, &tokenizer_path, &processor, dir)?;
-                let path = dir.join("optimizer.bpk");
-                optim.save(&path).map_err(|e| TrainError::Optimizer { path, message: format!("{e:?}") })?;
-                io::write_json(&dir.join("param_ids.json"), &param_ids(&model))?;
-                io::write_json(&dir.join("state.json"), &serde_json::json!({"step": step}))?;
-                Ok(())
+            let state = serde_json::json!({"step": step});
+            save_checkpoint(&run, &model, &optim, &state, |dir| {
+                save_model_folder(&model, &tokenizer_path, &processor, dir)
             })?;
         }
     }
@@ -477,52 +388,6 @@ fn eval_loss(
         n += tokens;
     }
     Ok(sum / n.max(1) as f32)
-}
-
-/// Processes every image once; with a frozen tower, also runs the tower once per image.
-fn image_table(
-    model: &Llava,
-    processor: &ClipProcessor,
-    index: &BTreeMap<PathBuf, usize>,
-    frozen: bool,
-) -> Result<ImageTable, TrainError> {
-    let mut paths: Vec<(&PathBuf, usize)> = index.iter().map(|(p, &i)| (p, i)).collect();
-    paths.sort_by_key(|(_, i)| *i);
-    let pixels: Vec<Vec<f32>> =
-        paths.iter().map(|(p, _)| processor.process_file(p)).collect::<Result<_, _>>()?;
-    if !frozen {
-        return Ok(ImageTable::Pixels(pixels));
-    }
-    let side = model.config.vision.image_size;
-    let (f, d) = (model.config.image_features(), model.config.vision.hidden_size);
-    let tower = model.valid();
-    let mut rows = Vec::with_capacity(pixels.len());
-    for chunk in pixels.chunks(64) {
-        let feats = tower.image_features(pixel_batch(chunk.to_vec(), side, side, &tower.device()));
-        let flat: Vec<f32> =
-            feats.into_data().try_into_vec_as::<f32>().map_err(|e| TrainError::Setting(format!("{e:?}")))?;
-        rows.extend(flat.chunks(f * d).map(<[f32]>::to_vec));
-    }
-    Ok(ImageTable::Features { rows, shape: [f, d] })
-}
-
-/// A complete model folder: weights and config, tokenizer, image processor.
-fn save_model_folder(
-    model: &Llava,
-    tokenizer: &Path,
-    processor: &ClipProcessor,
-    dir: &Path,
-) -> Result<(), TrainError> {
-    save_llava(model, dir, SaveDtype::F32, MAX_SHARD_BYTES)?;
-    let bytes = std::fs::read(tokenizer).map_err(io::at(tokenizer))?;
-    io::write_atomic(&dir.join("tokenizer.json"), &bytes)?;
-    processor.save(&dir.join("preprocessor_config.json"))?;
-    Ok(())
-}
-
-fn load_tokenizer(path: &Path) -> Result<Tokenizer, TrainError> {
-    Tokenizer::from_file(path)
-        .map_err(|e| TrainError::Data { file: path.to_path_buf(), message: e.to_string() })
 }
 
 #[cfg(test)]

@@ -1,0 +1,778 @@
+//! Stage 3: the (factually augmented) reward model. The SFT model with a scalar head on the last
+//! token reads the conversation, the response and LLaVA-RLHF's grading prompt
+//! ([`reward_text`]), which with facts lists the image's captions (shuffled each time) and says
+//! the response should be fully supported by them. It learns preference pairs with the
+//! Bradley-Terry loss.
+//!
+//! A reward model folder is a llava-hf model folder plus `scalar_head.safetensors` and
+//! `reward.json` (`{"facts": bool}`: whether its grading prompt lists captions).
+
+use super::common::{
+    ImageTable, TrainError, host, progress_bar, resume_checkpoint, save_checkpoint, save_model_folder, say,
+    state_step,
+};
+use super::config;
+use super::optim::clip_global_norm;
+use super::run::RunDir;
+use super::schedule::warmup_cosine;
+use super::sft::{Part, epoch_batches, freeze};
+use crate::backend::{inference_device, training_device};
+use crate::data::formats::{Role, Turn};
+use crate::data::template::reward_text;
+use crate::io;
+use crate::model::checkpoint::{load_scalar_head, save_scalar_head};
+use crate::model::jobs::ModelFolder;
+use crate::model::llava::ScalarHead;
+use crate::model::processor::pixel_batch;
+use crate::model::{ImageInput, Llava, ModelError, PaddingSide, TextBatch};
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::activation::log_sigmoid;
+use burn::tensor::{Device, Tensor};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// File of a reward model folder that says how it reads its input.
+pub const REWARD_INFO: &str = "reward.json";
+
+/// `factrl train reward` configuration (TOML). Paths are relative to the working folder.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardConfig {
+    /// Run folder (config, metrics, checkpoint, `best/`, `final/` reward model).
+    pub out: PathBuf,
+    /// Preference pairs (LLaVA-Human-Preference-10K format); image paths relative to its folder.
+    pub train: PathBuf,
+    /// Held-out pairs; without it, `val_fraction` of the training file's images are held out.
+    #[serde(default)]
+    pub val: Option<PathBuf>,
+    /// Share of images whose pairs are held out when `val` is not set.
+    pub val_fraction: f64,
+    /// Model folder to start from (the SFT model; a reward model folder keeps its head).
+    pub init: PathBuf,
+    /// `image_to_caption.json` (image path relative to its folder -> captions), for records
+    /// without their own `captions`.
+    #[serde(default)]
+    pub captions: Option<PathBuf>,
+    /// List the captions in the grading prompt (Fact-RLHF); false trains the standard reward model.
+    pub facts: bool,
+    /// Parts that train besides the head: any of "vision", "projector", "decoder".
+    pub trainable: Vec<Part>,
+    /// Peak learning rate (AdamW).
+    pub lr: f64,
+    /// Learning rate at the end of the cosine decay.
+    pub min_lr: f64,
+    /// Linear warmup steps.
+    pub warmup_steps: usize,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0: off).
+    pub grad_clip: f64,
+    /// Pairs per optimiser step.
+    pub batch_size: usize,
+    /// Passes over the training pairs.
+    pub epochs: usize,
+    /// Stop after this many optimiser steps, if set.
+    #[serde(default)]
+    pub max_steps: Option<usize>,
+    /// Stop when held-out accuracy has not risen for this many evals; the best model is kept.
+    #[serde(default)]
+    pub patience: Option<usize>,
+    /// Weight of the centring term `|mean(r_chosen + r_rejected)|` (LLaVA-RLHF: 1e-3).
+    pub center_coef: f64,
+    /// Seed of initialisation, shuffling, the held-out split and caption order.
+    pub seed: u64,
+    /// Steps between metric lines.
+    pub log_every: usize,
+    /// Steps between held-out evals.
+    pub eval_every: usize,
+    /// Steps between checkpoints.
+    pub checkpoint_every: usize,
+}
+
+/// One response of a preference record (`{"from", "value"}`; only the text is used).
+#[derive(Clone, Debug, Deserialize)]
+pub struct PrefOutput {
+    /// The response.
+    pub value: String,
+}
+
+/// A preference record as LLaVA-Human-Preference-10K publishes it, with factrl's optional extras;
+/// other fields are ignored.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PrefRecord {
+    /// Record id (a string or a number).
+    #[serde(deserialize_with = "string_or_number")]
+    pub id: String,
+    /// Image path, relative to the file's folder.
+    pub image: String,
+    /// The conversation; its last gpt turn, if any, is what the outputs replace.
+    pub conversations: Vec<Turn>,
+    /// First response.
+    pub output_1: PrefOutput,
+    /// Second response.
+    pub output_2: PrefOutput,
+    /// 1 or 2: the preferred output.
+    pub preference: u8,
+    /// Whether the choice was made on hallucination (bool, or 0 / 1).
+    #[serde(default, deserialize_with = "flexible_bool")]
+    pub hallucination: bool,
+    /// factrl: whether output 1 hallucinates.
+    #[serde(default)]
+    pub hallucinated_1: Option<bool>,
+    /// factrl: whether output 2 hallucinates.
+    #[serde(default)]
+    pub hallucinated_2: Option<bool>,
+    /// factrl: the image's captions.
+    #[serde(default)]
+    pub captions: Option<Vec<String>>,
+}
+
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!("expected a string or a number, found {other}"))),
+    }
+}
+
+fn flexible_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Bool(b) => Ok(b),
+        serde_json::Value::Number(n) if n.as_u64() == Some(0) || n.as_u64() == Some(1) => {
+            Ok(n.as_u64() == Some(1))
+        }
+        serde_json::Value::Null => Ok(false),
+        other => Err(serde::de::Error::custom(format!("expected true/false or 0/1, found {other}"))),
+    }
+}
+
+/// A preference pair ready to score.
+#[derive(Clone, Debug)]
+pub struct PrefPair {
+    /// The record's id.
+    pub id: String,
+    /// The conversation (its last gpt turn, if any, is replaced).
+    pub turns: Vec<Turn>,
+    /// The preferred response.
+    pub chosen: String,
+    /// The other response.
+    pub rejected: String,
+    /// The image's captions (facts), when the reward model reads them.
+    pub captions: Option<Vec<String>>,
+    /// Row of the image in the run's image table.
+    pub image: usize,
+    /// Exactly one of the two responses hallucinates.
+    pub hallucination_pair: bool,
+}
+
+/// Captions by image, from an `image_to_caption.json`.
+pub struct CaptionIndex {
+    dir: PathBuf,
+    map: BTreeMap<String, Vec<String>>,
+    file: PathBuf,
+}
+
+impl CaptionIndex {
+    /// Reads `image_to_caption.json` (keys are image paths relative to its folder).
+    pub fn load(file: &Path) -> Result<CaptionIndex, TrainError> {
+        let map = io::read_json(file)?;
+        let folder = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = std::fs::canonicalize(folder).map_err(io::at(folder))?;
+        Ok(CaptionIndex { dir, map, file: file.to_path_buf() })
+    }
+
+    /// The captions of the image at `path` (any form that resolves to a file under the index's
+    /// folder).
+    pub fn get(&self, path: &Path) -> Result<&Vec<String>, String> {
+        let full = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let key = full.strip_prefix(&self.dir).ok().map(|k| k.to_string_lossy().replace('\\', "/"));
+        key.and_then(|k| self.map.get(&k))
+            .ok_or_else(|| format!("no captions for {} in {}", path.display(), self.file.display()))
+    }
+}
+
+/// Reads a preference file as pairs. With `facts`, each pair carries captions: the record's own,
+/// else `captions`'. Images go into `images` (path -> table row).
+pub fn load_pairs(
+    file: &Path,
+    facts: bool,
+    captions: Option<&CaptionIndex>,
+    images: &mut BTreeMap<PathBuf, usize>,
+) -> Result<Vec<PrefPair>, TrainError> {
+    let records: Vec<PrefRecord> = io::read_json(file)?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::with_capacity(records.len());
+    for (n, r) in records.into_iter().enumerate() {
+        let err = |message: String| TrainError::Data {
+            file: file.to_path_buf(),
+            message: format!("record [{n}] (id {}): {message}", r.id),
+        };
+        let (chosen, rejected) = match r.preference {
+            1 => (r.output_1.value.clone(), r.output_2.value.clone()),
+            2 => (r.output_2.value.clone(), r.output_1.value.clone()),
+            p => return Err(err(format!("preference is {p}, expected 1 or 2"))),
+        };
+        if r.conversations.first().is_none_or(|t| t.from != Role::Human) {
+            return Err(err("conversations must start with a human turn".into()));
+        }
+        let path = base.join(&r.image);
+        let captions = match (facts, r.captions, captions) {
+            (false, _, _) => None,
+            (true, Some(c), _) => Some(c),
+            (true, None, Some(index)) => Some(index.get(&path).map_err(err)?.clone()),
+            (true, None, None) => {
+                return Err(err("no `captions` field and no captions file (set `captions`)".into()));
+            }
+        };
+        let hallucination_pair = match (r.hallucinated_1, r.hallucinated_2) {
+            (Some(a), Some(b)) => a != b,
+            _ => r.hallucination,
+        };
+        let next = images.len();
+        let image = *images.entry(path).or_insert(next);
+        out.push(PrefPair {
+            id: r.id,
+            turns: r.conversations,
+            chosen,
+            rejected,
+            captions,
+            image,
+            hallucination_pair,
+        });
+    }
+    Ok(out)
+}
+
+/// Splits pairs into training and held-out ones by image, `fraction` of the images held out
+/// (at least one when there are two or more), deterministically in `seed`.
+pub fn split_by_image(pairs: Vec<PrefPair>, fraction: f64, seed: u64) -> (Vec<PrefPair>, Vec<PrefPair>) {
+    let mut images: Vec<usize> = pairs.iter().map(|p| p.image).collect::<BTreeSet<_>>().into_iter().collect();
+    images.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let n = ((images.len() as f64 * fraction).round() as usize)
+        .max(usize::from(fraction > 0.0 && images.len() > 1));
+    let held: BTreeSet<usize> = images.into_iter().take(n).collect();
+    pairs.into_iter().partition(|p| !held.contains(&p.image))
+}
+
+/// Bradley-Terry loss of reward pairs with LLaVA-RLHF's centring term:
+/// `mean(-log sigmoid(r_c - r_r)) + center * |mean(r_c + r_r)|`.
+///
+/// # Shapes
+/// - `chosen`, `rejected`: `[b]` -> `[1]`
+pub fn bradley_terry_loss(chosen: Tensor<1>, rejected: Tensor<1>, center: f64) -> Tensor<1> {
+    let bt = log_sigmoid(chosen.clone() - rejected.clone()).mean().neg();
+    bt + (chosen + rejected).mean().abs().mul_scalar(center)
+}
+
+/// Held-out metrics of reward margins `r_chosen - r_rejected`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PairMetrics {
+    /// Pairs scored.
+    pub pairs: usize,
+    /// Share of pairs with a positive margin.
+    pub accuracy: f64,
+    /// Pairs where exactly one response hallucinates.
+    pub hallucination_pairs: usize,
+    /// Accuracy on those pairs (0 when there are none).
+    pub hallucination_accuracy: f64,
+    /// Mean margin.
+    pub margin_mean: f64,
+    /// 10th, 50th and 90th percentile of the margin.
+    pub margin_p10: f64,
+    /// Median margin.
+    pub margin_p50: f64,
+    /// 90th percentile of the margin.
+    pub margin_p90: f64,
+}
+
+/// Accuracy overall and on hallucination pairs, and the margin's distribution. A tie (margin 0)
+/// counts as wrong.
+pub fn pair_metrics(margins: &[f32], hallucination: &[bool]) -> PairMetrics {
+    let n = margins.len();
+    if n == 0 {
+        return PairMetrics::default();
+    }
+    let right = |m: &f32| f64::from(u8::from(*m > 0.0));
+    let hall: Vec<f32> = margins.iter().zip(hallucination).filter(|(_, h)| **h).map(|(m, _)| *m).collect();
+    let mut sorted = margins.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    let pct = |q: f64| f64::from(sorted[((n - 1) as f64 * q).round() as usize]);
+    PairMetrics {
+        pairs: n,
+        accuracy: margins.iter().map(right).sum::<f64>() / n as f64,
+        hallucination_pairs: hall.len(),
+        hallucination_accuracy: hall.iter().map(right).sum::<f64>() / hall.len().max(1) as f64,
+        margin_mean: margins.iter().map(|&m| f64::from(m)).sum::<f64>() / n as f64,
+        margin_p10: pct(0.1),
+        margin_p50: pct(0.5),
+        margin_p90: pct(0.9),
+    }
+}
+
+/// A reward (or value) model: a LLaVA model and a scalar head on its last token.
+#[derive(Module, Debug)]
+pub struct RewardModel {
+    /// The model.
+    pub llava: Llava,
+    /// `d -> 1` on the last real token.
+    pub head: ScalarHead,
+}
+
+impl RewardModel {
+    /// Scores of sequences (ids with image tokens expanded), their images in row order.
+    ///
+    /// # Shapes
+    /// - -> `[b]`
+    pub fn scores(&self, seqs: &[Vec<u32>], images: ImageInput) -> Result<Tensor<1>, ModelError> {
+        let pad = self.llava.config.pad_token_id.or(self.llava.config.eos_token_id).unwrap_or(0);
+        let batch = TextBatch::pad(seqs, pad, PaddingSide::Right);
+        let hidden = self.llava.hidden_states(&batch, images)?; // [b, t, d]
+        Ok(self.head.forward(hidden, &batch.last_real()))
+    }
+}
+
+/// Whether a reward model folder lists captions in its grading prompt.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct RewardInfo {
+    /// Fact-augmented.
+    pub facts: bool,
+}
+
+/// A loaded reward model folder.
+pub struct RewardFolder {
+    /// Tokenizer, processor and the LLaVA part.
+    pub folder: ModelFolder,
+    /// The head.
+    pub head: ScalarHead,
+    /// How it reads its input.
+    pub info: RewardInfo,
+}
+
+impl RewardFolder {
+    /// Loads a reward model folder.
+    pub fn load(dir: &Path, device: &Device) -> Result<RewardFolder, TrainError> {
+        let info_path = dir.join(REWARD_INFO);
+        if !info_path.exists() {
+            return Err(TrainError::Setting(format!(
+                "{} is not a reward model folder (no {REWARD_INFO}; train one with `factrl train reward`)",
+                dir.display()
+            )));
+        }
+        let info = io::read_json(&info_path)?;
+        Ok(RewardFolder {
+            folder: ModelFolder::load(dir, device)?,
+            head: load_scalar_head(dir, device)?,
+            info,
+        })
+    }
+
+    /// Token ids of the reward input for `response` (image placeholder expanded). With facts,
+    /// `captions` must be given (in the order to list them).
+    pub fn encode(
+        &self,
+        turns: &[Turn],
+        response: &str,
+        captions: Option<&[String]>,
+    ) -> Result<Vec<u32>, TrainError> {
+        encode_reward_input(&self.folder, turns, response, captions.filter(|_| self.info.facts))
+    }
+}
+
+/// Token ids of [`reward_text`] with the image placeholder expanded.
+pub fn encode_reward_input(
+    folder: &ModelFolder,
+    turns: &[Turn],
+    response: &str,
+    captions: Option<&[String]>,
+) -> Result<Vec<u32>, TrainError> {
+    let text = reward_text(turns, response, captions);
+    Ok(folder.expand_images(&folder.encode(&text)?, 1)?)
+}
+
+/// Writes a reward model folder.
+fn save_reward_folder(
+    rm: &RewardModel,
+    folder: &ModelFolder,
+    info: RewardInfo,
+    dir: &Path,
+) -> Result<(), TrainError> {
+    save_model_folder(&rm.llava, &folder.tokenizer_path, &folder.processor, dir)?;
+    save_scalar_head(&rm.head, dir)?;
+    io::write_json(&dir.join(REWARD_INFO), &info)?;
+    Ok(())
+}
+
+/// Sequences of a batch of pairs: the chosen responses, then the rejected ones, each pair's
+/// captions shuffled once by `rng`; and the image row of each sequence.
+fn pair_batch(
+    folder: &ModelFolder,
+    pairs: &[&PrefPair],
+    rng: &mut ChaCha8Rng,
+) -> Result<(Vec<Vec<u32>>, Vec<usize>), TrainError> {
+    let mut chosen = Vec::with_capacity(pairs.len());
+    let mut rejected = Vec::with_capacity(pairs.len());
+    for p in pairs {
+        let mut caps = p.captions.clone();
+        if let Some(c) = caps.as_mut() {
+            c.shuffle(rng);
+        }
+        chosen.push(encode_reward_input(folder, &p.turns, &p.chosen, caps.as_deref())?);
+        rejected.push(encode_reward_input(folder, &p.turns, &p.rejected, caps.as_deref())?);
+    }
+    let rows: Vec<usize> = pairs.iter().chain(pairs).map(|p| p.image).collect();
+    chosen.extend(rejected);
+    Ok((chosen, rows))
+}
+
+/// Loss and margins of a batch of pairs.
+fn batch_loss(
+    rm: &RewardModel,
+    folder: &ModelFolder,
+    table: &ImageTable,
+    pairs: &[&PrefPair],
+    center: f64,
+    rng: &mut ChaCha8Rng,
+) -> Result<(Tensor<1>, Vec<f32>), TrainError> {
+    let (seqs, rows) = pair_batch(folder, pairs, rng)?;
+    let b = pairs.len();
+    let images = table.input(&rows, rm.llava.config.vision.image_size, &rm.llava.device());
+    let r = rm.scores(&seqs, images)?; // [2b]
+    let (chosen, rejected) = (r.clone().narrow(0, 0, b), r.narrow(0, b, b));
+    let margins = host(chosen.clone() - rejected.clone())?;
+    Ok((bradley_terry_loss(chosen, rejected, center), margins))
+}
+
+/// Held-out loss and metrics; captions are shuffled by a fixed stream so evals compare.
+fn evaluate(
+    rm: &RewardModel,
+    folder: &ModelFolder,
+    table: &ImageTable,
+    pairs: &[PrefPair],
+    cfg: &RewardConfig,
+) -> Result<(f32, PairMetrics), TrainError> {
+    let rm = rm.valid();
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(0xE7A1));
+    let (mut loss, mut margins) = (0.0, Vec::with_capacity(pairs.len()));
+    for chunk in pairs.chunks(cfg.batch_size.max(1)) {
+        let refs: Vec<&PrefPair> = chunk.iter().collect();
+        let (l, m) = batch_loss(&rm, folder, table, &refs, cfg.center_coef, &mut rng)?;
+        loss += l.into_scalar::<f32>() * chunk.len() as f32;
+        margins.extend(m);
+    }
+    let hall: Vec<bool> = pairs.iter().map(|p| p.hallucination_pair).collect();
+    Ok((loss / pairs.len().max(1) as f32, pair_metrics(&margins, &hall)))
+}
+
+/// What a finished reward run reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Optimiser steps taken in all.
+    pub steps: usize,
+    /// Last training loss.
+    pub loss: f32,
+    /// Held-out metrics of the returned model, if there are held-out pairs.
+    pub eval: Option<PairMetrics>,
+    /// Seconds this invocation trained.
+    pub seconds: f64,
+    /// The reward model folder.
+    pub model: PathBuf,
+}
+
+/// Reads the config file with overrides.
+pub fn load_config(path: &Path, sets: &[String]) -> Result<RewardConfig, TrainError> {
+    let cfg: RewardConfig = config::load(path, sets)?;
+    if cfg.batch_size == 0 || cfg.epochs == 0 {
+        return Err(TrainError::Setting("batch_size and epochs must be non-zero".into()));
+    }
+    if !(0.0..1.0).contains(&cfg.val_fraction) {
+        return Err(TrainError::Setting(format!("val_fraction {} is not in [0, 1)", cfg.val_fraction)));
+    }
+    Ok(cfg)
+}
+
+/// Progress the run keeps across a resume: the best held-out accuracy and evals since.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct Best {
+    accuracy: f64,
+    stale: usize,
+}
+
+/// Trains a reward model, resuming from the run folder's checkpoint with `resume`; `halt_after`
+/// stops after that many steps of this invocation (at a checkpoint).
+pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Result<Summary, TrainError> {
+    let start = Instant::now();
+    let toml = toml::to_string(cfg).map_err(|e| TrainError::Setting(e.to_string()))?;
+    let run = RunDir::open(&cfg.out, resume, &toml)?;
+    let device: Device = training_device();
+    device.seed(cfg.seed);
+    let info = RewardInfo { facts: cfg.facts };
+
+    // 1. Model and head: from the checkpoint, or the init folder (its head if it has one).
+    let checkpoint = if resume { run.checkpoint() } else { None };
+    let source = checkpoint.clone().unwrap_or_else(|| cfg.init.clone());
+    let folder = ModelFolder::load(&source, &device)?;
+    let head = if source.join("scalar_head.safetensors").exists() {
+        load_scalar_head(&source, &device)?
+    } else {
+        ScalarHead::init(folder.model.config.text.hidden_size, false, &device)
+    };
+    let mut rm = RewardModel { llava: freeze(folder.model.clone(), &cfg.trainable), head };
+
+    // 2. Pairs, the held-out split, and the image table.
+    let captions = cfg.captions.as_deref().filter(|_| cfg.facts).map(CaptionIndex::load).transpose()?;
+    let mut index = BTreeMap::new();
+    let all = load_pairs(&cfg.train, cfg.facts, captions.as_ref(), &mut index)?;
+    let (train, val) = match &cfg.val {
+        Some(v) => (all, load_pairs(v, cfg.facts, captions.as_ref(), &mut index)?),
+        None => split_by_image(all, cfg.val_fraction, cfg.seed),
+    };
+    if train.is_empty() {
+        return Err(TrainError::Data { file: cfg.train.clone(), message: "no training pairs".into() });
+    }
+    // Check every record encodes (one image placeholder) before spending time on training.
+    for p in train.iter().chain(&val) {
+        encode_reward_input(&folder, &p.turns, &p.chosen, p.captions.as_deref()).map_err(|e| {
+            TrainError::Data { file: cfg.train.clone(), message: format!("record {}: {e}", p.id) }
+        })?;
+    }
+    let table =
+        ImageTable::build(&rm.llava, &folder.processor, &index, !cfg.trainable.contains(&Part::Vision))?;
+
+    // 3. Optimiser, schedule, resume.
+    let lens: Vec<usize> = train.iter().map(|p| p.chosen.len() + p.rejected.len()).collect();
+    let per_epoch = train.len().div_ceil(cfg.batch_size);
+    let total = (cfg.epochs * per_epoch).max(1).min(cfg.max_steps.unwrap_or(usize::MAX));
+    let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init();
+    let (mut step, mut best) = (0, Best::default());
+    if let Some(ck) = &checkpoint {
+        let state;
+        (rm, optim, state) = resume_checkpoint(ck, rm, optim)?;
+        step = state_step(&state);
+        best = serde_json::from_value(state["best"].clone()).unwrap_or_default();
+    }
+    let mut metrics = run.metrics(checkpoint.as_ref().map(|_| step))?;
+    let bar = progress_bar(total, step, &cfg.out);
+    let best_dir = run.dir.join("best");
+
+    // 4. The loop.
+    let (mut last_loss, mut epoch_cache) = (f32::NAN, None::<(usize, Vec<Vec<usize>>)>);
+    let stop = halt_after.map_or(total, |n| (step + n).min(total));
+    let mut early = false;
+    while step < stop && !early {
+        let epoch = step / per_epoch;
+        if epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            epoch_cache = Some((epoch, epoch_batches(&lens, cfg.batch_size, cfg.seed, epoch)));
+        }
+        let batch: Vec<&PrefPair> = match &epoch_cache {
+            Some((_, batches)) => batches[step % per_epoch].iter().map(|&i| &train[i]).collect(),
+            None => return Err(TrainError::Setting("no batches".into())),
+        };
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(cfg.seed ^ (step as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+        let (loss, margins) = batch_loss(&rm, &folder, &table, &batch, cfg.center_coef, &mut rng)?;
+        let value: f32 = loss.clone().into_scalar();
+        if !value.is_finite() {
+            return Err(TrainError::NonFinite { step, value, checkpoint: run.dir.join("checkpoint") });
+        }
+        let mut grads = GradientsParams::from_grads(loss.backward(), &rm);
+        let norm = clip_global_norm(&rm, &mut grads, cfg.grad_clip);
+        let lr = warmup_cosine(step, total, cfg.warmup_steps, cfg.lr, cfg.min_lr);
+        rm = optim.step(lr, rm, grads);
+        step += 1;
+        last_loss = value;
+        bar.set_position(step as u64);
+        if step % cfg.log_every.max(1) == 0 || step == total {
+            let acc = margins.iter().filter(|&&m| m > 0.0).count() as f64 / margins.len() as f64;
+            bar.set_message(format!("loss {value:.4} | acc {acc:.2}"));
+            metrics.log(&serde_json::json!({"step": step, "loss": value, "accuracy": acc, "lr": lr, "grad_norm": norm}))?;
+        }
+        if !val.is_empty() && (step % cfg.eval_every.max(1) == 0 || step == total) {
+            let (loss, m) = evaluate(&rm, &folder, &table, &val, cfg)?;
+            say(
+                &bar,
+                format!(
+                    "step {step}/{total}: held-out accuracy {:.3} (hallucination pairs {:.3} of {}), margin {:.2}, loss {loss:.4}",
+                    m.accuracy, m.hallucination_accuracy, m.hallucination_pairs, m.margin_mean
+                ),
+            );
+            metrics.log(&serde_json::json!({"step": step, "eval_loss": loss, "eval": m}))?;
+            if m.accuracy > best.accuracy || !best_dir.exists() {
+                best = Best { accuracy: m.accuracy, stale: 0 };
+                write_folder(&best_dir, |d| save_reward_folder(&rm, &folder, info, d))?;
+            } else {
+                best.stale += 1;
+                early = cfg.patience.is_some_and(|p| best.stale >= p);
+            }
+        }
+        if step % cfg.checkpoint_every.max(1) == 0 || step == stop || early {
+            let state = serde_json::json!({"step": step, "best": best});
+            save_checkpoint(&run, &rm, &optim, &state, |dir| save_reward_folder(&rm, &folder, info, dir))?;
+        }
+    }
+    bar.finish();
+    if step < total && !early {
+        return Ok(Summary {
+            steps: step,
+            loss: last_loss,
+            eval: None,
+            seconds: start.elapsed().as_secs_f64(),
+            model: run.dir.join("checkpoint"),
+        });
+    }
+    // 5. The final model: the best held-out one when there was an eval, else the last.
+    let final_dir = run.dir.join("final");
+    if best_dir.exists() {
+        if final_dir.exists() {
+            std::fs::remove_dir_all(&final_dir).map_err(io::at(&final_dir))?;
+        }
+        std::fs::rename(&best_dir, &final_dir).map_err(io::at(&final_dir))?;
+    } else {
+        write_folder(&final_dir, |d| save_reward_folder(&rm, &folder, info, d))?;
+    }
+    let eval = if val.is_empty() {
+        None
+    } else {
+        let rf = RewardFolder::load(&final_dir, &device)?;
+        let rm = RewardModel { llava: rf.folder.model, head: rf.head };
+        let (_, m) = evaluate(&rm, &folder, &table, &val, cfg)?;
+        io::write_json(&final_dir.join("eval.json"), &m)?;
+        Some(m)
+    };
+    Ok(Summary {
+        steps: step,
+        loss: last_loss,
+        eval,
+        seconds: start.elapsed().as_secs_f64(),
+        model: final_dir,
+    })
+}
+
+/// Writes a folder under `{dir}.partial`, then swaps it in for `dir`.
+fn write_folder(dir: &Path, write: impl FnOnce(&Path) -> Result<(), TrainError>) -> Result<(), TrainError> {
+    let partial = dir.with_extension("partial");
+    for p in [&partial, dir] {
+        if p.exists() {
+            std::fs::remove_dir_all(p).map_err(io::at(p))?;
+        }
+    }
+    std::fs::create_dir_all(&partial).map_err(io::at(&partial))?;
+    write(&partial)?;
+    std::fs::rename(&partial, dir).map_err(io::at(dir))?;
+    Ok(())
+}
+
+/// One input line of `factrl score --reward-model`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScoreLine {
+    image: PathBuf,
+    #[serde(default)]
+    conversations: Option<Vec<Turn>>,
+    #[serde(default)]
+    prompt: Option<String>,
+    response: String,
+    #[serde(default)]
+    captions: Option<Vec<String>>,
+}
+
+/// `factrl score --reward-model`: the reward of each line's response. Lines are
+/// `{"image", "prompt" | "conversations", "response", "captions"?}` (captions, in the order given,
+/// are required by a fact-augmented model); output lines `{"reward"}`.
+pub fn score_file(rm_dir: &Path, input: &Path, output: &Path) -> Result<(), TrainError> {
+    let device = inference_device();
+    let rf = RewardFolder::load(rm_dir, &device)?;
+    let base = input.parent().unwrap_or(Path::new("."));
+    let lines: Vec<ScoreLine> = io::read_jsonl(input)?;
+    let rm = RewardModel { llava: rf.folder.model.clone(), head: rf.head.clone() };
+    let side = rm.llava.config.vision.image_size;
+    let mut rows = Vec::with_capacity(lines.len());
+    for (c, chunk) in lines.chunks(16).enumerate() {
+        let (mut seqs, mut pixels) = (Vec::new(), Vec::new());
+        for (k, l) in chunk.iter().enumerate() {
+            let err = |message: String| TrainError::Data {
+                file: input.to_path_buf(),
+                message: format!("line {}: {message}", c * 16 + k + 1),
+            };
+            let turns = match (&l.conversations, &l.prompt) {
+                (Some(t), None) => t.clone(),
+                (None, Some(p)) => vec![Turn::human(p.clone())],
+                _ => return Err(err("give exactly one of `prompt` and `conversations`".into())),
+            };
+            if rf.info.facts && l.captions.is_none() {
+                return Err(err(format!("{} is fact-augmented: give `captions`", rm_dir.display())));
+            }
+            seqs.push(rf.encode(&turns, &l.response, l.captions.as_deref()).map_err(|e| err(e.to_string()))?);
+            pixels.push(rf.folder.processor.process_file(&base.join(&l.image))?);
+        }
+        let images = ImageInput::Pixels(pixel_batch(pixels, side, side, &device));
+        rows.extend(host(rm.scores(&seqs, images)?)?.into_iter().map(|r| serde_json::json!({"reward": r})));
+    }
+    Ok(io::write_jsonl(output, &rows)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bradley_terry_by_hand() {
+        // margins (1, 0): -ln sigmoid(1) = 0.313262, -ln sigmoid(0) = 0.693147, mean 0.503204;
+        // centring: mean(r_c + r_r) = mean(1 + 0, 0 + 0) = 0.5, times 1e-3 = 0.0005.
+        let device = inference_device();
+        let c = Tensor::<1>::from_floats([1.0, 0.0], &device);
+        let r = Tensor::<1>::from_floats([0.0, 0.0], &device);
+        let loss: f32 = bradley_terry_loss(c.clone(), r.clone(), 1e-3).into_scalar();
+        assert!((loss - 0.503_704).abs() < 1e-5, "{loss}");
+        // Equal rewards: ln 2 whatever their level, plus the centring term.
+        let loss: f32 = bradley_terry_loss(c.clone(), c, 0.0).into_scalar();
+        assert!((loss - std::f32::consts::LN_2).abs() < 1e-6);
+    }
+
+    #[test]
+    fn metrics_count_hallucination_pairs_and_ties_as_wrong() {
+        let m = pair_metrics(&[2.0, -1.0, 0.0, 0.5, 3.0], &[true, true, false, false, true]);
+        assert_eq!((m.pairs, m.hallucination_pairs), (5, 3));
+        assert!((m.accuracy - 0.6).abs() < 1e-12);
+        assert!((m.hallucination_accuracy - 2.0 / 3.0).abs() < 1e-12);
+        assert!((m.margin_mean - 0.9).abs() < 1e-6);
+        // sorted -1, 0, 0.5, 2, 3: p10 at index round(0.4) = 0, p50 at 2, p90 at round(3.6) = 4
+        assert_eq!((m.margin_p10, m.margin_p50, m.margin_p90), (-1.0, 0.5, 3.0));
+    }
+
+    #[test]
+    fn published_records_parse_with_missing_and_extra_fields() {
+        let r: PrefRecord = serde_json::from_str(
+            r#"{"id": 7, "image": "a.jpg", "conversations": [{"from": "human", "value": "<image>\nhi"}, {"from": "gpt", "value": "x"}],
+                "output_1": {"from": "llava", "value": "a"}, "output_2": {"from": "llava", "value": "b"},
+                "preference": 2, "hallucination": 1, "extra": [1, 2]}"#,
+        )
+        .unwrap();
+        assert_eq!((r.id.as_str(), r.preference, r.hallucination), ("7", 2, true));
+        assert_eq!((r.hallucinated_1, r.captions), (None, None));
+    }
+
+    #[test]
+    fn split_holds_out_whole_images() {
+        let pair = |image| PrefPair {
+            id: String::new(),
+            turns: Vec::new(),
+            chosen: String::new(),
+            rejected: String::new(),
+            captions: None,
+            image,
+            hallucination_pair: false,
+        };
+        let pairs: Vec<PrefPair> = (0..40).map(|i| pair(i % 10)).collect();
+        let (train, val) = split_by_image(pairs, 0.2, 1);
+        assert_eq!((train.len(), val.len()), (32, 8));
+        let held: BTreeSet<usize> = val.iter().map(|p| p.image).collect();
+        assert_eq!(held.len(), 2);
+        assert!(train.iter().all(|p| !held.contains(&p.image)));
+    }
+}

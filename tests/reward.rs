@@ -1,0 +1,110 @@
+//! `factrl train reward` and `factrl score --reward-model` as a user runs them, on a tiny model.
+
+mod common;
+
+use common::{PLANTED, factrl, factrl_ok, jsonl, prefs, tiny_model, world};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// A world, a tiny model, planted-hallucination pairs and a reward config over them.
+fn setup(tmp: &Path) -> PathBuf {
+    let w = world(tmp, 500);
+    let model = tiny_model(tmp, &w);
+    let prefs = prefs(tmp, &w);
+    let config = tmp.join("reward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "out = \"{t}/rm\"\ntrain = \"{p}\"\nval_fraction = 0.2\ninit = \"{m}\"\n\
+             captions = \"{w}/image_to_caption.json\"\nfacts = true\ntrainable = [\"projector\", \"decoder\"]\n\
+             lr = 3e-3\nmin_lr = 3e-4\nwarmup_steps = 3\nweight_decay = 0.0\ngrad_clip = 1.0\nbatch_size = 8\n\
+             epochs = 20\nmax_steps = 40\ncenter_coef = 1e-3\nseed = 1\nlog_every = 5\neval_every = 10\n\
+             checkpoint_every = 10\n",
+            t = tmp.display(),
+            p = prefs.display(),
+            m = model.display(),
+            w = w.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn reward_model_learns_a_planted_hallucination_and_scores_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    factrl_ok(&["train", "reward", "--config", config.to_str().unwrap()]);
+    let rm = tmp.path().join("rm/final");
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rm.join("reward.json")).unwrap()).unwrap();
+    assert_eq!(info["facts"], true);
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rm.join("eval.json")).unwrap()).unwrap();
+    assert!(eval["accuracy"].as_f64().unwrap() >= 0.8, "{eval}");
+    assert_eq!(eval["hallucination_pairs"], eval["pairs"]);
+    let evals =
+        jsonl(&tmp.path().join("rm/metrics.jsonl")).into_iter().filter(|l| l.get("eval").is_some()).count();
+    assert!(evals >= 4);
+
+    // Scoring a file: the planted sentence lowers the reward; captions are required.
+    let image = format!("{}/world/images/000000.png", tmp.path().display());
+    let line = |response: &str, captions: bool| {
+        let mut l = json!({"image": image, "prompt": "<image>\nIs there a red circle in the image?", "response": response});
+        if captions {
+            l["captions"] = json!(["A red circle.", "There is one object."]);
+        }
+        l.to_string()
+    };
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(&input, [line("Yes.", true), line(&format!("Yes. {PLANTED}"), true)].join("\n")).unwrap();
+    let output = tmp.path().join("out.jsonl");
+    let (rm_s, in_s, out_s) = (rm.to_str().unwrap(), input.to_str().unwrap(), output.to_str().unwrap());
+    factrl_ok(&["score", "--reward-model", rm_s, "--input", in_s, "--output", out_s]);
+    let r: Vec<f64> = jsonl(&output).iter().map(|l| l["reward"].as_f64().unwrap()).collect();
+    assert!(r[0] > r[1], "{r:?}");
+    std::fs::write(&input, line("Yes.", false)).unwrap();
+    let out = factrl(&["score", "--reward-model", rm_s, "--input", in_s, "--output", out_s]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("line 1") && err.contains("captions"), "{err}");
+}
+
+#[test]
+fn resumed_reward_run_reaches_the_same_model_and_no_facts_is_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let c = config.to_str().unwrap();
+    let out = |d: &str| format!("out={}/{d}", tmp.path().display());
+    let short = ["--set", "max_steps=6", "--set", "eval_every=3", "--set", "checkpoint_every=2"];
+    let run = |extra: &[&str]| {
+        let mut args = vec!["train", "reward", "--config", c];
+        args.extend(short);
+        args.extend(extra);
+        factrl_ok(&args);
+    };
+    run(&["--set", &out("whole"), "--no-facts"]);
+    run(&["--set", &out("parts"), "--no-facts", "--halt-after", "3"]);
+    assert!(!tmp.path().join("parts/final").exists());
+    run(&["--set", &out("parts"), "--no-facts", "--resume"]);
+    for file in ["model.safetensors", "scalar_head.safetensors"] {
+        let read = |d: &str| std::fs::read(tmp.path().join(d).join("final").join(file)).unwrap();
+        assert!(read("whole") == read("parts"), "{file} differs after resume");
+    }
+    let info = std::fs::read_to_string(tmp.path().join("whole/final/reward.json")).unwrap();
+    assert!(info.contains("false"), "{info}");
+}
+
+#[test]
+fn a_bad_preference_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let path = tmp.path().join("prefs.json");
+    let mut records: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    records[3]["preference"] = json!(3);
+    let id = records[3]["id"].as_str().unwrap().to_string();
+    std::fs::write(&path, serde_json::to_string(&records).unwrap()).unwrap();
+    let out = factrl(&["train", "reward", "--config", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&id) && err.contains("preference is 3"), "{err}");
+}
