@@ -10,7 +10,7 @@ use crate::eval::run::{EvalOptions, EvalReport};
 use crate::feedback::{self, auto::AutoOptions, collect::CollectOptions};
 use crate::io::{self, IoError};
 use crate::report::{self, Curve, ModelResult, Report};
-use crate::train::{config, sft};
+use crate::train::{config, reward, sft};
 use crate::world::{self, WorldConfig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -47,6 +47,7 @@ pub enum DemoError {
 /// The shipped stage configs; the demo sets their paths.
 const PRETRAIN_TOML: &str = include_str!("../configs/pretrain.toml");
 const SFT_TOML: &str = include_str!("../configs/sft.toml");
+const REWARD_TOML: &str = include_str!("../configs/reward.toml");
 
 /// One seed's folder layout.
 struct Layout {
@@ -73,6 +74,7 @@ struct Budget {
     world: WorldConfig,
     pretrain: &'static [&'static str],
     sft: &'static [&'static str],
+    reward: &'static [&'static str],
     /// Preference prompts sampled (all if `None`) and samples per prompt.
     collect_limit: Option<usize>,
     samples: usize,
@@ -91,6 +93,7 @@ fn budget(quick: bool, seed: u64) -> Budget {
             },
             pretrain: &["max_steps=8", "batch_size=16", "eval_every=4", "val_records=16"],
             sft: &["max_steps=12", "batch_size=16", "eval_every=6", "val_records=16"],
+            reward: &["max_steps=8", "batch_size=8", "eval_every=4", "val_fraction=0.25"],
             collect_limit: Some(24),
             samples: 4,
             eval: EvalOptions { limit: Some(24), batch: 32, max_new_tokens: 48 },
@@ -100,6 +103,7 @@ fn budget(quick: bool, seed: u64) -> Budget {
             world: WorldConfig { seed, ..WorldConfig::default() },
             pretrain: &[],
             sft: &[],
+            reward: &[],
             collect_limit: None,
             samples: 4,
             eval: EvalOptions { limit: Some(600), batch: 64, max_new_tokens: 96 },
@@ -107,13 +111,18 @@ fn budget(quick: bool, seed: u64) -> Budget {
     }
 }
 
-/// Seconds each finished stage took, kept in the seed folder so a rerun reports them too.
-fn record_time(root: &Path, stage: &str, seconds: f64) -> Result<(), IoError> {
+/// Seconds each finished stage took, in pipeline order, kept in the seed folder so a rerun
+/// reports them too.
+fn timings(root: &Path) -> Result<Vec<(String, f64)>, IoError> {
     let path = root.join("timings.json");
-    let mut t: serde_json::Map<String, serde_json::Value> =
-        if path.exists() { io::read_json(&path)? } else { serde_json::Map::new() };
-    t.insert(stage.to_string(), seconds.into());
-    io::write_json(&path, &t)
+    if path.exists() { io::read_json(&path) } else { Ok(Vec::new()) }
+}
+
+fn record_time(root: &Path, stage: &str, seconds: f64) -> Result<(), IoError> {
+    let mut t = timings(root)?;
+    t.retain(|(s, _)| s != stage);
+    t.push((stage.to_string(), seconds));
+    io::write_json(&root.join("timings.json"), &t)
 }
 
 /// Runs `body` unless `done` exists; reports progress on stderr.
@@ -206,6 +215,30 @@ fn run_seed(opts: &DemoOptions, seed: u64) -> Result<Vec<(String, EvalReport)>, 
         Ok(())
     })?;
 
+    for (name, facts) in [("rm-facts", true), ("rm-plain", false)] {
+        stage(&l.root, seed, name, &l.model(name), || {
+            let mut sets = vec![
+                path_set("out", &l.run(name)),
+                path_set("train", &prefs),
+                path_set("init", &l.model("sft")),
+                path_set("captions", &w.join("image_to_caption.json")),
+                format!("facts={facts}"),
+                format!("seed={seed}"),
+            ];
+            sets.extend(b.reward.iter().map(|s| s.to_string()));
+            let cfg: reward::RewardConfig = config::parse(REWARD_TOML, "configs/reward.toml", &sets)?;
+            let resume = cfg.out.join("checkpoint").exists();
+            let s = reward::train(&cfg, resume, None)?;
+            if let Some(m) = s.eval {
+                eprintln!(
+                    "[demo seed {seed}] {name}: held-out accuracy {:.3}, on hallucination pairs {:.3} ({} pairs)",
+                    m.accuracy, m.hallucination_accuracy, m.hallucination_pairs
+                );
+            }
+            Ok(())
+        })?;
+    }
+
     let models = [("base", l.model("pretrain")), ("sft", l.model("sft"))];
     let mut out = Vec::new();
     for (name, dir) in models {
@@ -233,6 +266,13 @@ fn curves(root: &Path) -> Result<Vec<Curve>, IoError> {
             ],
         });
     }
+    out.push(Curve {
+        title: "reward model held-out accuracy on hallucination pairs".into(),
+        series: vec![
+            ("with facts".into(), report::series(&run("rm-facts"), "eval.hallucination_accuracy")?),
+            ("standard".into(), report::series(&run("rm-plain"), "eval.hallucination_accuracy")?),
+        ],
+    });
     Ok(out)
 }
 
@@ -240,7 +280,7 @@ fn curves(root: &Path) -> Result<Vec<Curve>, IoError> {
 pub fn run(opts: &DemoOptions) -> Result<String, DemoError> {
     let seeds = opts.seeds.max(1);
     let mut models: Vec<ModelResult> = Vec::new();
-    let mut timings: Vec<(String, f64)> = Vec::new();
+    let mut timings_all: Vec<(String, f64)> = Vec::new();
     for seed in 0..seeds {
         for (name, r) in run_seed(opts, seed)? {
             match models.iter_mut().find(|m| m.model == name) {
@@ -248,20 +288,17 @@ pub fn run(opts: &DemoOptions) -> Result<String, DemoError> {
                 None => models.push(ModelResult { model: name, seeds: vec![r] }),
             }
         }
-        let t: serde_json::Map<String, serde_json::Value> =
-            io::read_json(&opts.out.join(format!("seed-{seed}")).join("timings.json"))?;
-        for (stage, secs) in t {
-            let secs = secs.as_f64().unwrap_or(0.0);
-            match timings.iter_mut().find(|(s, _)| *s == stage) {
+        for (stage, secs) in timings(&opts.out.join(format!("seed-{seed}")))? {
+            match timings_all.iter_mut().find(|(s, _)| *s == stage) {
                 Some((_, total)) => *total += secs,
-                None => timings.push((stage, secs)),
+                None => timings_all.push((stage, secs)),
             }
         }
     }
     let report = Report {
         models,
         curves: curves(&opts.out.join("seed-0"))?,
-        timings,
+        timings: timings_all,
         notes: vec![format!(
             "{} demo, {seeds} seed(s); folders {}/seed-N.",
             if opts.quick { "quick" } else { "full" },

@@ -20,7 +20,7 @@ fn setup(tmp: &Path) -> PathBuf {
         &config,
         format!(
             "out = \"{}/run\"\ntrain = \"{w}/pretrain.json\"\nval = \"{w}/pretrain_val.json\"\nval_records = 8\n\
-             tokenizer = \"{w}/tokenizer.json\"\nimage_size = 63\npatch_size = 21\ntrainable = [\"vision\", \"projector\", \"decoder\"]\n\
+             tokenizer = \"{w}/tokenizer.json\"\nimage_size = 48\npatch_size = 8\ntrainable = [\"vision\", \"projector\", \"decoder\"]\n\
              lr = 2e-3\nmin_lr = 1e-4\nwarmup_steps = 2\nweight_decay = 0.01\ngrad_clip = 1.0\nbatch_size = 8\n\
              grad_accum = 2\nepochs = 2\nmax_steps = 6\nseed = 3\nlog_every = 1\neval_every = 3\ncheckpoint_every = 3\n",
             tmp.display()

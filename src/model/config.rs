@@ -123,13 +123,13 @@ pub struct LlavaConfig {
 }
 
 impl LlavaConfig {
-    /// The built-in world's model (~1M parameters at a vocabulary of a few hundred): 63 px images
-    /// in 21 px patches, so that each patch is one cell of the world's 3x3 grid and holds at most
-    /// one whole object (9 image tokens keep sequences short), a 2-layer 64-wide tower and a
-    /// 4-layer 128-wide decoder with 4 query and 2 key/value heads. The image token is the last id
-    /// of the vocabulary.
+    /// The built-in world's model (~1M parameters at a vocabulary of a few hundred): 48 px images
+    /// in 8 px patches (36 image tokens; 2x2 patches per cell of the world's grid, small enough
+    /// that an object fills some of them, so its colour reads the same wherever it sits; cell-sized
+    /// patches trained measurably slower), a 2-layer 64-wide tower and a 4-layer 128-wide decoder
+    /// with 4 query and 2 key/value heads. The image token is the last id of the vocabulary.
     pub fn tiny(vocab_size: usize) -> Self {
-        let vision = VisionConfig::new(64, 256, 4, 2, 63, 21);
+        let vision = VisionConfig::new(64, 256, 4, 2, 48, 8);
         let text = LlamaConfig::new(vocab_size, 128, 352, 4, 4, 2, 32);
         let image_token_id = vocab_size.saturating_sub(1) as u32;
         LlavaConfig::new(vision, text, image_token_id).with_vision_feature_layer(-1)
@@ -169,7 +169,7 @@ mod tests {
     fn tiny_is_about_a_million_parameters_and_uses_every_vision_layer() {
         let config = LlavaConfig::tiny(300);
         assert_eq!(config.vision_layers_used().unwrap(), 2);
-        assert_eq!(config.image_features(), 9);
+        assert_eq!(config.image_features(), 36);
         let model = crate::model::Llava::init(&config, &crate::backend::inference_device()).unwrap();
         let params = burn::module::Module::num_params(&model);
         assert!((800_000..1_200_000).contains(&params), "{params} parameters");

@@ -257,14 +257,19 @@ pub fn claims(models: &[ModelResult]) -> Vec<String> {
     out
 }
 
-/// Series `key` of a `metrics.jsonl` against `step` (lines without the key are skipped). A
-/// missing file gives an empty series: a stage that did not run has no curve.
+/// Series `key` (dotted for nested values, e.g. `eval.accuracy`) of a `metrics.jsonl` against
+/// `step`; lines without the key are skipped. A missing file gives an empty series: a stage that
+/// did not run has no curve.
 pub fn series(metrics: &Path, key: &str) -> Result<Vec<(f64, f64)>, IoError> {
     if !metrics.exists() {
         return Ok(Vec::new());
     }
     let lines: Vec<Value> = io::read_jsonl(metrics)?;
-    Ok(lines.iter().filter_map(|l| Some((l.get("step")?.as_f64()?, l.get(key)?.as_f64()?))).collect())
+    let pointer = format!("/{}", key.replace('.', "/"));
+    Ok(lines
+        .iter()
+        .filter_map(|l| Some((l.get("step")?.as_f64()?, l.pointer(&pointer)?.as_f64()?)))
+        .collect())
 }
 
 /// Everything the report is made of.
@@ -393,6 +398,16 @@ mod tests {
         let c = claims(&worse);
         assert!(c.iter().take(3).all(|l| l.contains("does NOT hold")), "{c:?}");
         assert!(c.last().unwrap().contains("Only 1 seed"));
+    }
+
+    #[test]
+    fn series_reads_nested_keys_and_skips_lines_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.jsonl");
+        std::fs::write(&p, "{\"step\":1,\"loss\":2.0}\n{\"step\":2,\"eval\":{\"accuracy\":0.5}}\n").unwrap();
+        assert_eq!(series(&p, "loss").unwrap(), vec![(1.0, 2.0)]);
+        assert_eq!(series(&p, "eval.accuracy").unwrap(), vec![(2.0, 0.5)]);
+        assert!(series(&dir.path().join("none.jsonl"), "loss").unwrap().is_empty());
     }
 
     #[test]

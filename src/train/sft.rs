@@ -64,8 +64,7 @@ pub struct SftConfig {
     pub tokenizer: Option<PathBuf>,
     /// Image side of a new model, pixels (images are resized to it).
     pub image_size: usize,
-    /// Patch side of a new model, pixels; `image_size / 3` puts one grid cell of the world in
-    /// each patch.
+    /// Patch side of a new model, pixels.
     pub patch_size: usize,
     /// Parts that train: any of "vision", "projector", "decoder".
     pub trainable: Vec<Part>,
