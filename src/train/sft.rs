@@ -43,6 +43,17 @@ pub enum Part {
     Decoder,
 }
 
+/// How the cross-entropy of a batch averages over its target tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossAverage {
+    /// Mean over all target tokens of the batch (LLaVA).
+    #[default]
+    Token,
+    /// Mean over examples of each example's mean: short answers weigh as much as long ones.
+    Sequence,
+}
+
 /// `factrl train pretrain | sft` configuration (TOML). Paths are relative to the working folder.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +89,9 @@ pub struct SftConfig {
     pub weight_decay: f64,
     /// Global gradient-norm clip (0: off).
     pub grad_clip: f64,
+    /// Loss averaging, `token` (default) or `sequence`.
+    #[serde(default)]
+    pub loss_average: LossAverage,
     /// Conversations per micro-batch.
     pub batch_size: usize,
     /// Micro-batches per optimiser step.
@@ -164,24 +178,42 @@ fn batch_loss(
     examples: &[&Example],
     table: &ImageTable,
     pad: u32,
+    average: LossAverage,
 ) -> Result<(Tensor<1>, usize), TrainError> {
     let device = model.device();
     let seqs: Vec<Vec<u32>> = examples.iter().map(|e| e.ids.clone()).collect();
     let batch = TextBatch::pad(&seqs, pad, PaddingSide::Right);
     let (b, t) = (batch.batch, batch.len);
-    // Column j of the log-probs scores token j + 1.
-    let mut weights = vec![0f32; b * (t - 1)];
-    for (row, e) in examples.iter().enumerate() {
-        for (j, &is_target) in e.target.iter().enumerate().skip(1) {
-            weights[row * (t - 1) + j - 1] = is_target as u8 as f32;
-        }
-    }
-    let tokens = weights.iter().filter(|w| **w > 0.0).count();
+    let targets: Vec<&[bool]> = examples.iter().map(|e| e.target.as_slice()).collect();
+    let (weights, tokens) = loss_weights(&targets, t, average);
     let rows: Vec<usize> = examples.iter().map(|e| e.image).collect();
     let images = table.input(&rows, model.config.vision.image_size, &device);
     let logp = model.token_logprobs(&batch, images)?; // [b, t - 1]
     let w = Tensor::<2>::from_data(TensorData::new(weights, [b, t - 1]), &device);
-    Ok((logp.mul(w).sum().neg().div_scalar(tokens.max(1) as f32), tokens))
+    Ok((logp.mul(w).sum().neg(), tokens))
+}
+
+/// Weight of each log-prob column (`[b, t - 1]`, column j scores token j + 1) in the loss, and
+/// the number of target tokens. `Token`: every target token of the batch weighs the same (LLaVA's
+/// mean). `Sequence`: each example weighs the same, spread over its target tokens, so a one-word
+/// answer counts as much as a long description.
+pub fn loss_weights(targets: &[&[bool]], t: usize, average: LossAverage) -> (Vec<f32>, usize) {
+    let b = targets.len();
+    let mut weights = vec![0f32; b * (t - 1)];
+    let tokens: usize = targets.iter().map(|r| r.iter().skip(1).filter(|&&x| x).count()).sum();
+    for (row, target) in targets.iter().enumerate() {
+        let n = target.iter().skip(1).filter(|&&x| x).count();
+        let w = match average {
+            LossAverage::Token => 1.0 / tokens.max(1) as f32,
+            LossAverage::Sequence => 1.0 / (n.max(1) * b) as f32,
+        };
+        for (j, &is_target) in target.iter().enumerate().skip(1) {
+            if is_target {
+                weights[row * (t - 1) + j - 1] = w;
+            }
+        }
+    }
+    (weights, tokens)
 }
 
 /// Freezes the parts that do not train.
@@ -318,7 +350,7 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
                 .ok_or_else(|| TrainError::Setting("no batches".into()))?;
             let examples: Vec<&Example> =
                 batches[micro % micro_per_epoch].iter().map(|&i| &train[i]).collect();
-            let (loss, tokens) = batch_loss(&model, &examples, &table, pad)?;
+            let (loss, tokens) = batch_loss(&model, &examples, &table, pad, cfg.loss_average)?;
             let value: f32 = loss.clone().into_scalar();
             if !value.is_finite() {
                 return Err(TrainError::NonFinite { step, value, checkpoint: run.dir.join("checkpoint") });
@@ -382,7 +414,7 @@ fn eval_loss(
     let (mut sum, mut n) = (0.0, 0);
     for chunk in val.chunks(batch) {
         let examples: Vec<&Example> = chunk.iter().collect();
-        let (loss, tokens) = batch_loss(&model, &examples, table, pad)?;
+        let (loss, tokens) = batch_loss(&model, &examples, table, pad, LossAverage::Token)?;
         sum += loss.into_scalar::<f32>() * tokens as f32;
         n += tokens;
     }
@@ -392,6 +424,20 @@ fn eval_loss(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_weights_by_hand() {
+        // Row 0: 1 target token (index 2); row 1: 3 target tokens (indices 1..=3). Index 0 (BOS)
+        // is never scored.
+        let a = [true, false, true, false];
+        let b = [false, true, true, true];
+        let (w, n) = loss_weights(&[&a, &b], 4, LossAverage::Token);
+        assert_eq!(n, 4);
+        assert_eq!(w, vec![0.0, 0.25, 0.0, 0.25, 0.25, 0.25]);
+        let (w, _) = loss_weights(&[&a, &b], 4, LossAverage::Sequence);
+        let third = 1.0 / 6.0;
+        assert_eq!(w, vec![0.0, 0.5, 0.0, third, third, third]);
+    }
 
     #[test]
     fn epoch_batches_cover_every_example_once_and_repeat_per_seed() {
