@@ -39,6 +39,14 @@ impl Candidate {
         self.conversations.iter().rev().find(|t| t.from == Role::Human).map_or("", |t| t.value.as_str())
     }
 
+    /// The conversation up to the question: without the reference answer (a last gpt turn).
+    pub fn context(&self) -> &[Turn] {
+        match self.conversations.split_last() {
+            Some((last, rest)) if last.from == Role::Gpt => rest,
+            _ => &self.conversations,
+        }
+    }
+
     /// Every pair `(i, j)`, `i < j`, of response indices.
     pub fn pairs(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
         let k = self.responses.len();
