@@ -356,3 +356,53 @@ fn a_store_holds_one_candidates_file() {
     let err = store.load_candidates(&write_candidates(&other, 1, 2)).err().unwrap().to_string();
     assert!(err.contains("holds another candidates file"), "{err}");
 }
+
+#[test]
+fn serve_runs_as_a_user_starts_it_and_refuses_a_malformed_candidates_file() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let candidates = write_candidates(tmp.path(), 1, 2);
+    let db = tmp.path().join("db.sqlite");
+    let token =
+        factrl_ok(&["annotate", "add-annotator", "ann", "--db", db.to_str().unwrap()]).trim().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_factrl"))
+        .args([
+            "annotate",
+            "serve",
+            "--candidates",
+            candidates.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+        ])
+        .args(["--bind", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split("annotate at ").nth(1).map(|u| u.split_whitespace().next().unwrap().to_string());
+    let answered = url.as_ref().map(|u| call(&format!("{u}api/next"), "GET", Some(&token), None));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        line.starts_with("1 pairs from")
+            && url.as_deref().is_some_and(|u| u.starts_with("http://127.0.0.1:")),
+        "{line}"
+    );
+    assert_eq!(answered.unwrap().0, 200);
+
+    std::fs::write(&candidates, "[{\"id\": \"x\", \"image\": \"images/a.png\",\n \"responses\": \"one\"}]")
+        .unwrap();
+    let r = Command::new(env!("CARGO_BIN_EXE_factrl"))
+        .args(["annotate", "serve", "--candidates", candidates.to_str().unwrap()])
+        .args(["--db", tmp.path().join("new.sqlite").to_str().unwrap(), "--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        err.contains("candidates.json: record [0].responses: invalid type: string \"one\"")
+            && err.contains("line 2"),
+        "{err}"
+    );
+}

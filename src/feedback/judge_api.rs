@@ -1,7 +1,7 @@
 //! `factrl annotate auto --judge URL --judge-model NAME`: an AI annotator (RLAIF) over any
 //! OpenAI-compatible chat-completions API, for images whose ground truth nobody has.
 //!
-//! Each pair is one request: the guidelines as the system message; the conversation, the two
+//! Each pair of two different responses is one request: the guidelines as the system message; the conversation, the two
 //! responses and the answer format as text, and the image as a base64 `data:` URL. The reply must
 //! hold a JSON object `{"q1": 1 | 2 | 0, "q2": 1 | 2 | null, "flags_1": [...], "flags_2": [...]}`
 //! (the web page's questions); a reply without a usable one is counted and its pair left out. The
@@ -104,7 +104,7 @@ pub fn annotate(
     for c in &records {
         let file = source.join(&c.image);
         let (image, data) = (relative_to(&file, out_dir)?, data_url(&file)?);
-        for (i, j) in c.pairs() {
+        for (i, j) in c.distinct_pairs() {
             let body = json!({
                 "model": opts.model,
                 "temperature": 0,

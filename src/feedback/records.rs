@@ -53,6 +53,11 @@ impl Candidate {
         (0..k).flat_map(move |i| (i + 1..k).map(move |j| (i, j)))
     }
 
+    /// The pairs whose two responses differ: identical texts are a tie no one needs to judge.
+    pub fn distinct_pairs(&self) -> impl Iterator<Item = (usize, usize)> + use<'_> {
+        self.pairs().filter(|&(i, j)| self.responses[i] != self.responses[j])
+    }
+
     /// What is wrong with the record, naming the field; `min_responses` is 0 for prompt files.
     fn problem(&self, min_responses: usize) -> Option<String> {
         if self.id.is_empty() {
@@ -287,6 +292,7 @@ mod tests {
         assert_eq!(candidate(&["a", "b"]).pairs().collect::<Vec<_>>(), [(0, 1)]);
         assert_eq!(candidate(&["a", "b", "c"]).pairs().collect::<Vec<_>>(), [(0, 1), (0, 2), (1, 2)]);
         assert_eq!(candidate(&["a", "b", "c", "d"]).pairs().count(), 6);
+        assert_eq!(candidate(&["a", "b", "a"]).distinct_pairs().collect::<Vec<_>>(), [(0, 1), (1, 2)]);
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl Store {
         Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
     }
 
-    /// Loads a candidates file (every pair of its responses becomes an item). A store holds one
+    /// Loads a candidates file (every pair of two different responses becomes an item). A store holds one
     /// candidates file: loading the same file again does nothing, another one is refused.
     pub fn load_candidates(&mut self, path: &Path) -> Result<usize, FeedbackError> {
         let bytes = std::fs::read(path).map_err(io::at(path))?;
@@ -205,7 +205,7 @@ impl Store {
         for (idx, c) in records.iter().enumerate() {
             let json = serde_json::to_string(c).map_err(|e| FeedbackError::Setting(e.to_string()))?;
             tx.execute("INSERT INTO candidates (idx, record) VALUES (?1, ?2)", params![idx as i64, json])?;
-            for (i, j) in c.pairs() {
+            for (i, j) in c.distinct_pairs() {
                 tx.execute(
                     "INSERT INTO pairs (candidate, i, j) VALUES (?1, ?2, ?3)",
                     params![idx as i64, i as i64, j as i64],
