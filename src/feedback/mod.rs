@@ -26,9 +26,13 @@
 //! in the image, wrong attributes, counts or spatial relations, text not in the image, guesses
 //! about what cannot be seen); Q2, only when Q1 is a tie, which response is more helpful.
 
+pub mod agreement;
 pub mod auto;
 pub mod collect;
+pub mod judge_api;
 pub mod records;
+pub mod server;
+pub mod store;
 
 use crate::io::IoError;
 use crate::model::ModelError;
@@ -53,7 +57,13 @@ pub enum FeedbackError {
         /// Which record, which field, what is wrong.
         problem: String,
     },
-    /// A setting is out of range.
+    /// A setting is out of range, or a request cannot be carried out as asked.
     #[error("{0}")]
     Setting(String),
+    /// The annotation store (SQLite).
+    #[error("annotation store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The web server could not start or stopped.
+    #[error("server: {0}")]
+    Server(String),
 }

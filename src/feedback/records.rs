@@ -39,10 +39,23 @@ impl Candidate {
         self.conversations.iter().rev().find(|t| t.from == Role::Human).map_or("", |t| t.value.as_str())
     }
 
+    /// The conversation up to the question: without the reference answer (a last gpt turn).
+    pub fn context(&self) -> &[Turn] {
+        match self.conversations.split_last() {
+            Some((last, rest)) if last.from == Role::Gpt => rest,
+            _ => &self.conversations,
+        }
+    }
+
     /// Every pair `(i, j)`, `i < j`, of response indices.
     pub fn pairs(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
         let k = self.responses.len();
         (0..k).flat_map(move |i| (i + 1..k).map(move |j| (i, j)))
+    }
+
+    /// The pairs whose two responses differ: identical texts are a tie no one needs to judge.
+    pub fn distinct_pairs(&self) -> impl Iterator<Item = (usize, usize)> + use<'_> {
+        self.pairs().filter(|&(i, j)| self.responses[i] != self.responses[j])
     }
 
     /// What is wrong with the record, naming the field; `min_responses` is 0 for prompt files.
@@ -279,6 +292,7 @@ mod tests {
         assert_eq!(candidate(&["a", "b"]).pairs().collect::<Vec<_>>(), [(0, 1)]);
         assert_eq!(candidate(&["a", "b", "c"]).pairs().collect::<Vec<_>>(), [(0, 1), (0, 2), (1, 2)]);
         assert_eq!(candidate(&["a", "b", "c", "d"]).pairs().count(), 6);
+        assert_eq!(candidate(&["a", "b", "a"]).distinct_pairs().collect::<Vec<_>>(), [(0, 1), (1, 2)]);
     }
 
     #[test]
