@@ -10,7 +10,7 @@ use crate::eval::run::{EvalOptions, EvalReport};
 use crate::feedback::{self, auto::AutoOptions, collect::CollectOptions};
 use crate::io::{self, IoError};
 use crate::report::{self, Curve, ModelResult, Report};
-use crate::train::{config, reward, sft};
+use crate::train::{config, ppo, reward, sft};
 use crate::world::{self, WorldConfig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -24,6 +24,9 @@ pub struct DemoOptions {
     pub quick: bool,
     /// Seeds, 0..seeds.
     pub seeds: u64,
+    /// Run only this seed's stages and write no report: several processes or machines can share
+    /// the seeds of one `--out`, and a final run without it finds them done and reports.
+    pub only_seed: Option<u64>,
 }
 
 /// Why the demo stopped.
@@ -48,6 +51,7 @@ pub enum DemoError {
 const PRETRAIN_TOML: &str = include_str!("../configs/pretrain.toml");
 const SFT_TOML: &str = include_str!("../configs/sft.toml");
 const REWARD_TOML: &str = include_str!("../configs/reward.toml");
+const PPO_TOML: &str = include_str!("../configs/ppo.toml");
 
 /// One seed's folder layout.
 struct Layout {
@@ -75,6 +79,7 @@ struct Budget {
     pretrain: &'static [&'static str],
     sft: &'static [&'static str],
     reward: &'static [&'static str],
+    ppo: &'static [&'static str],
     /// Preference prompts sampled (all if `None`) and samples per prompt.
     collect_limit: Option<usize>,
     samples: usize,
@@ -94,6 +99,14 @@ fn budget(quick: bool, seed: u64) -> Budget {
             pretrain: &["max_steps=8", "batch_size=16", "eval_every=4", "val_records=16"],
             sft: &["max_steps=12", "batch_size=16", "eval_every=6", "val_records=16"],
             reward: &["max_steps=8", "batch_size=8", "eval_every=4", "val_fraction=0.25"],
+            ppo: &[
+                "iterations=2",
+                "rollout_batch=16",
+                "minibatch=8",
+                "val_prompts=8",
+                "eval_every=2",
+                "max_new_tokens=32",
+            ],
             collect_limit: Some(24),
             samples: 4,
             eval: EvalOptions { limit: Some(24), batch: 32, max_new_tokens: 48 },
@@ -104,6 +117,7 @@ fn budget(quick: bool, seed: u64) -> Budget {
             pretrain: &[],
             sft: &[],
             reward: &[],
+            ppo: &[],
             collect_limit: None,
             samples: 4,
             eval: EvalOptions { limit: Some(600), batch: 64, max_new_tokens: 96 },
@@ -239,7 +253,33 @@ fn run_seed(opts: &DemoOptions, seed: u64) -> Result<Vec<(String, EvalReport)>, 
         })?;
     }
 
-    let models = [("base", l.model("pretrain")), ("sft", l.model("sft"))];
+    // Standard RLHF against the standard reward model, Fact-RLHF against the fact-augmented one.
+    for (name, rm) in [("rlhf", "rm-plain"), ("fact_rlhf", "rm-facts")] {
+        stage(&l.root, seed, name, &l.model(name), || {
+            let mut sets = vec![
+                path_set("out", &l.run(name)),
+                path_set("prompts", &w.join("ppo_prompts.json")),
+                path_set("policy", &l.model("sft")),
+                path_set("reward_model", &l.model(rm)),
+                format!("seed={seed}"),
+            ];
+            sets.extend(b.ppo.iter().map(|s| s.to_string()));
+            let cfg: ppo::PpoConfig = config::parse(PPO_TOML, "configs/ppo.toml", &sets)?;
+            let resume = cfg.out.join("checkpoint").exists();
+            let s = ppo::train(&cfg, resume, None)?;
+            if let (Some(a), Some(z)) = (s.eval_rm_score_first, s.eval_rm_score_last) {
+                eprintln!("[demo seed {seed}] {name}: held-out reward-model score {a:.3} -> {z:.3}");
+            }
+            Ok(())
+        })?;
+    }
+
+    let models = [
+        ("base", l.model("pretrain")),
+        ("sft", l.model("sft")),
+        ("rlhf", l.model("rlhf")),
+        ("fact_rlhf", l.model("fact_rlhf")),
+    ];
     let mut out = Vec::new();
     for (name, dir) in models {
         let eval_dir = l.eval(name);
@@ -273,11 +313,25 @@ fn curves(root: &Path) -> Result<Vec<Curve>, IoError> {
             ("standard".into(), report::series(&run("rm-plain"), "eval.hallucination_accuracy")?),
         ],
     });
+    for (title, key) in [("PPO mean reward-model score", "rm_score"), ("PPO KL to the reference", "kl")] {
+        out.push(Curve {
+            title: title.into(),
+            series: vec![
+                ("RLHF".into(), report::series(&run("rlhf"), key)?),
+                ("Fact-RLHF".into(), report::series(&run("fact_rlhf"), key)?),
+            ],
+        });
+    }
     Ok(out)
 }
 
-/// Runs the demo and writes the report; returns the report's markdown.
+/// Runs the demo and writes the report; returns the report's markdown (with `only_seed`, a line
+/// saying where that seed's outputs are).
 pub fn run(opts: &DemoOptions) -> Result<String, DemoError> {
+    if let Some(seed) = opts.only_seed {
+        run_seed(opts, seed)?;
+        return Ok(format!("seed {seed} done in {}", opts.out.join(format!("seed-{seed}")).display()));
+    }
     let seeds = opts.seeds.max(1);
     let mut models: Vec<ModelResult> = Vec::new();
     let mut timings_all: Vec<(String, f64)> = Vec::new();

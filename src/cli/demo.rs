@@ -15,11 +15,15 @@ pub struct DemoArgs {
     /// Run the pipeline for seeds 0..N and report mean and spread.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     seeds: u64,
+    /// Run only seed N's stages (no report), e.g. one process per seed; a later run without it
+    /// finds them done and writes the report.
+    #[arg(long, value_name = "N")]
+    only_seed: Option<u64>,
 }
 
 /// Runs `factrl demo`.
 pub fn run(a: DemoArgs) -> anyhow::Result<()> {
-    let opts = crate::demo::DemoOptions { out: a.out, quick: a.quick, seeds: a.seeds };
+    let opts = crate::demo::DemoOptions { out: a.out, quick: a.quick, seeds: a.seeds, only_seed: a.only_seed };
     let md = crate::demo::run(&opts)?;
     println!("{md}");
     Ok(())
