@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod eval;
+mod feedback;
 mod model;
 mod train;
 mod world;
@@ -34,6 +35,11 @@ enum Command {
     Generate(model::GenerateArgs),
     /// Write a model folder in the llava-hf layout, LoRA merged.
     Export(model::ExportArgs),
+    /// Sample K candidate responses per prompt from a policy (candidates.json).
+    Collect(feedback::CollectArgs),
+    /// Judge pairs of candidate responses: simulated, AI or human annotators (prefs.json).
+    #[command(subcommand)]
+    Annotate(feedback::AnnotateCommand),
 }
 
 /// Parses the command line, runs the subcommand, and turns an error into a one-line message and a
@@ -47,6 +53,8 @@ pub fn main() -> ExitCode {
         Command::Score(args) => model::score(args),
         Command::Generate(args) => model::generate(args),
         Command::Export(args) => model::export(args),
+        Command::Collect(args) => feedback::collect(args),
+        Command::Annotate(cmd) => feedback::annotate(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,125 @@
+//! `factrl annotate auto`: a simulated annotator that follows the guidelines from the world's exact
+//! ground truth. Each response is judged by [`judge::judge`] (hallucinated objects, attributes,
+//! counts and relations; then helpfulness) and each pair decided by [`judge::prefer`]; exact ties
+//! are dropped, and a share of the decided pairs can be flipped to model label noise.
+
+use super::FeedbackError;
+use super::records::{Flag, Preference, Verdict, folder_of, read_candidates, relative_to};
+use crate::eval::judge::{self, Judgement};
+use crate::io;
+use crate::world::scene::Scene;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The annotator's name in `prefs.json`.
+pub const SIMULATED: &str = "simulated";
+
+/// Settings of the simulated annotator.
+#[derive(Clone, Debug, Default)]
+pub struct AutoOptions {
+    /// Share of decided pairs whose preference is flipped (label noise), in [0, 1].
+    pub noise: f64,
+    /// Seed of the choice of flipped pairs.
+    pub seed: u64,
+}
+
+/// What [`annotate`] wrote.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AutoSummary {
+    /// Candidates read.
+    pub candidates: usize,
+    /// Pairs written.
+    pub pairs: usize,
+    /// Pairs dropped as exact ties (same hallucination count and helpfulness).
+    pub ties_dropped: usize,
+    /// Pairs whose preference was flipped by the noise.
+    pub flipped: usize,
+    /// Share of written pairs decided on hallucinations (Q1) rather than helpfulness (Q2).
+    pub decided_on_hallucination: f64,
+}
+
+/// The verdict on a pair from the two responses' judgements; `None` for an exact tie.
+pub fn verdict(a: &Judgement, b: &Judgement) -> Option<Verdict> {
+    let preference = match judge::prefer(a, b) {
+        Ordering::Greater => 1,
+        Ordering::Less => 2,
+        Ordering::Equal => return None,
+    };
+    Some(Verdict {
+        preference,
+        hallucination: a.hallucinations.total() != b.hallucinations.total(),
+        flags_1: Flag::found(&a.hallucinations),
+        flags_2: Flag::found(&b.hallucinations),
+    })
+}
+
+/// Labels every pair of responses of `candidates` against the ground truth of the world in
+/// `world_dir` and writes `output` (`prefs.json`) atomically. A flipped pair keeps
+/// `hallucination` (the choice was still made on Q1, wrongly, as a careless person's would be).
+pub fn annotate(
+    world_dir: &Path,
+    candidates: &Path,
+    output: &Path,
+    opts: &AutoOptions,
+) -> Result<AutoSummary, FeedbackError> {
+    if !(0.0..=1.0).contains(&opts.noise) {
+        return Err(FeedbackError::Setting(format!("--noise must be in [0, 1], got {}", opts.noise)));
+    }
+    // 1. Ground truth by canonical image path, so any relative spelling of a path finds it.
+    let world_abs = world_dir.canonicalize().map_err(io::at(world_dir))?;
+    let scenes: HashMap<PathBuf, Scene> = crate::world::load_scenes(world_dir)?
+        .into_iter()
+        .map(|r| (world_abs.join(&r.image), r.scene))
+        .collect();
+    let records = read_candidates(candidates, 2)?;
+    let (source, out_dir) = (folder_of(candidates), folder_of(output));
+    std::fs::create_dir_all(out_dir).map_err(io::at(out_dir))?;
+
+    // 2. Judge each response once, then each pair.
+    let mut prefs = Vec::new();
+    let mut ties = 0;
+    for (n, c) in records.iter().enumerate() {
+        let file = source.join(&c.image);
+        let path = file.canonicalize().map_err(io::at(&file))?;
+        let scene = scenes.get(&path).ok_or_else(|| FeedbackError::Record {
+            path: candidates.to_path_buf(),
+            problem: format!(
+                "record [{n}] (id {:?}): field `image`: {} is not an image of the world {}",
+                c.id,
+                c.image,
+                world_dir.display()
+            ),
+        })?;
+        let judged: Vec<Judgement> =
+            c.responses.iter().map(|r| judge::judge(scene, c.question(), r)).collect();
+        let image = relative_to(&file, out_dir)?;
+        for (i, j) in c.pairs() {
+            match verdict(&judged[i], &judged[j]) {
+                Some(v) => prefs.push(Preference::new(c, image.clone(), (i, j), v, SIMULATED)),
+                None => ties += 1,
+            }
+        }
+    }
+
+    // 3. Label noise: flip a seeded random share of the decided pairs.
+    let flipped = (opts.noise * prefs.len() as f64).round() as usize;
+    let mut order: Vec<usize> = (0..prefs.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(opts.seed));
+    for &k in &order[..flipped] {
+        prefs[k].preference = 3 - prefs[k].preference;
+    }
+    io::write_json(output, &prefs)?;
+    let on_hallucination = prefs.iter().filter(|p| p.hallucination).count();
+    Ok(AutoSummary {
+        candidates: records.len(),
+        pairs: prefs.len(),
+        ties_dropped: ties,
+        flipped,
+        decided_on_hallucination: on_hallucination as f64 / prefs.len().max(1) as f64,
+    })
+}
