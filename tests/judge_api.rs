@@ -14,15 +14,20 @@ use std::sync::{Arc, Mutex};
 /// Requests received: headers' Authorization and the JSON body.
 type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
 
-/// The judge's reply to a request, by the responses it shows.
+/// The judge's reply to a request, by the responses it shows: it knows that "A blue star." names
+/// an absent object wherever it stands, cannot judge "A red circle." against "Maybe.", and otherwise
+/// calls a tie and, biased by position, finds the second response more helpful.
 fn reply(body: &Value) -> String {
     let text = body["messages"][1]["content"][0]["text"].as_str().unwrap_or_default();
-    if text.contains("Response 1:\nA red circle.\n\nResponse 2:\nA blue star.") {
-        "Response 2 names a star that is not there.\n{\"q1\": 1, \"q2\": null, \"flags_1\": [], \"flags_2\": [\"object\"]}".into()
-    } else if text.contains("Response 2:\nMaybe.") && text.contains("Response 1:\nA red circle.") {
-        "I cannot tell.".into()
-    } else {
-        "{\"q1\": 0, \"q2\": 2, \"flags_1\": [], \"flags_2\": []}".into()
+    let shown = ["Response 1:\n", "Response 2:\n"]
+        .map(|head| text.split(head).nth(1).and_then(|t| t.lines().next()).unwrap_or_default());
+    match shown {
+        ["A red circle.", "Maybe."] => "I cannot tell.".into(),
+        [a, b] if [a, b].contains(&"A blue star.") && [a, b].contains(&"A red circle.") => {
+            let (red, star) = if a == "A red circle." { (1, 2) } else { (2, 1) };
+            format!("The star is not there.\n{{\"q1\": {red}, \"q2\": null, \"flags_{star}\": [\"object\"]}}")
+        }
+        _ => "{\"q1\": 0, \"q2\": 2, \"flags_1\": [], \"flags_2\": []}".into(),
     }
 }
 
@@ -60,9 +65,10 @@ fn write_candidates(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-fn run(url: &str, model: &str, candidates: &Path, output: &Path) -> std::process::Output {
+fn run(url: &str, model: &str, candidates: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_factrl"))
         .args(["annotate", "auto", "--judge", url, "--judge-model", model])
+        .args(extra)
         .args(["--candidates", candidates.to_str().unwrap(), "--output", output.to_str().unwrap()])
         .env("OPENAI_API_KEY", "test-key")
         .output()
@@ -76,7 +82,7 @@ fn the_judge_sees_the_image_and_both_responses_and_its_answers_become_prefs() {
     let seen = Seen::default();
     let (url, _runtime) = start(seen.clone());
     let output = tmp.path().join("prefs.json");
-    let r = run(&url, "judge-7b", &candidates, &output);
+    let r = run(&url, "judge-7b", &candidates, &output, &[]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let summary: Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!((summary["pairs"].as_u64(), summary["unusable"].as_u64()), (Some(2), Some(1)));
@@ -110,9 +116,34 @@ fn a_failing_judge_stops_the_run_and_says_where() {
     let candidates = write_candidates(tmp.path());
     let (url, _runtime) = start(Seen::default());
     let output = tmp.path().join("prefs.json");
-    let r = run(&url, "broken", &candidates, &output);
+    let r = run(&url, "broken", &candidates, &output, &[]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success());
     assert!(err.contains("candidate \"c0\" pair (0, 1)") && err.contains("500"), "{err}");
     assert!(!output.exists());
+}
+
+#[test]
+fn asked_in_both_orders_only_order_independent_verdicts_remain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let candidates = write_candidates(tmp.path());
+    let seen = Seen::default();
+    let (url, _runtime) = start(seen.clone());
+    let output = tmp.path().join("prefs.json");
+    let r = run(&url, "judge-7b", &candidates, &output, &["--judge-both-orders"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let summary: Value = serde_json::from_slice(&r.stdout).unwrap();
+    // Pair (0, 1) holds both ways; (1, 2) flips with the order (the position bias); (0, 2) has an
+    // unusable first reply, so it is not asked again.
+    assert_eq!(
+        (summary["pairs"].as_u64(), summary["unusable"].as_u64(), summary["inconsistent"].as_u64()),
+        (Some(1), Some(1), Some(1))
+    );
+    assert_eq!(seen.lock().unwrap().len(), 5);
+    let prefs: Vec<Preference> = serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
+    assert_eq!((prefs[0].pair, prefs[0].preference, prefs[0].hallucination), ([0, 1], 1, true));
+    assert_eq!(
+        (prefs[0].flags_1.as_slice(), prefs[0].flags_2.as_slice()),
+        ([].as_slice(), [Flag::Object].as_slice())
+    );
 }

@@ -131,6 +131,9 @@ pub struct AutoArgs {
     /// Longest wait for one judge reply, seconds.
     #[arg(long, default_value_t = 120)]
     judge_timeout: u64,
+    /// Ask the judge about each pair in both orders; keep only verdicts that do not depend on it.
+    #[arg(long, requires = "judge")]
+    judge_both_orders: bool,
     /// candidates.json (from `factrl collect`).
     #[arg(long)]
     candidates: PathBuf,
@@ -170,9 +173,17 @@ pub fn annotate(cmd: AnnotateCommand) -> anyhow::Result<()> {
         AnnotateCommand::Auto(a) => {
             let context = || format!("annotating {}", a.candidates.display());
             if let (Some(url), Some(model)) = (a.judge.clone(), a.judge_model.clone()) {
-                let opts = JudgeOptions { url, model, timeout: Duration::from_secs(a.judge_timeout) };
+                let opts = JudgeOptions {
+                    url,
+                    model,
+                    timeout: Duration::from_secs(a.judge_timeout),
+                    both_orders: a.judge_both_orders,
+                };
                 let s = judge_api::annotate(&a.candidates, &a.output, &opts).with_context(context)?;
-                eprintln!("{} pairs written, {} unusable replies left out", s.pairs, s.unusable);
+                eprintln!(
+                    "{} pairs written; left out: {} unusable, {} order-dependent",
+                    s.pairs, s.unusable, s.inconsistent
+                );
                 println!("{}", serde_json::to_string_pretty(&s)?);
                 return Ok(());
             }

@@ -13,6 +13,8 @@ pub enum TrainCommand {
     /// Stage 3: the reward model on preference pairs, fact-augmented unless --no-facts
     /// (configs/reward.toml).
     Reward(RewardArgs),
+    /// Stage 4: PPO against a reward model with a KL leash to the SFT model (configs/ppo.toml).
+    Ppo(TrainArgs),
 }
 
 /// Flags of `factrl train reward`.
@@ -47,6 +49,7 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
     let a = match cmd {
         TrainCommand::Pretrain(a) | TrainCommand::Sft(a) => a,
         TrainCommand::Reward(r) => return reward(r),
+        TrainCommand::Ppo(a) => return ppo(a),
     };
     let cfg = crate::train::sft::load_config(&a.config, &a.sets)?;
     let s = crate::train::sft::train(&cfg, a.resume, a.halt_after)?;
@@ -78,6 +81,24 @@ fn reward(r: RewardArgs) -> anyhow::Result<()> {
         s.seconds,
         s.loss,
         eval.unwrap_or_default(),
+        s.model.display()
+    );
+    Ok(())
+}
+
+fn ppo(a: TrainArgs) -> anyhow::Result<()> {
+    let cfg = crate::train::ppo::load_config(&a.config, &a.sets)?;
+    let s = crate::train::ppo::train(&cfg, a.resume, a.halt_after)?;
+    let eval = match (s.eval_rm_score_first, s.eval_rm_score_last) {
+        (Some(a), Some(b)) => format!(", held-out RM score {a:.3} -> {b:.3}"),
+        _ => String::new(),
+    };
+    let last = s.last.map(|m| format!(", last KL {:.2}, length {:.1}", m.kl, m.response_length));
+    println!(
+        "trained {} iterations in {:.0} s{eval}{}; policy in {}",
+        s.iterations,
+        s.seconds,
+        last.unwrap_or_default(),
         s.model.display()
     );
     Ok(())

@@ -4,11 +4,13 @@
 //! Each pair of two different responses is one request: the guidelines as the system message; the conversation, the two
 //! responses and the answer format as text, and the image as a base64 `data:` URL. The reply must
 //! hold a JSON object `{"q1": 1 | 2 | 0, "q2": 1 | 2 | null, "flags_1": [...], "flags_2": [...]}`
-//! (the web page's questions); a reply without a usable one is counted and its pair left out. The
-//! key, if the server needs one, is read from `OPENAI_API_KEY`.
+//! (the web page's questions); a reply without a usable one is counted and its pair left out. With
+//! `--judge-both-orders` each pair is asked about twice, the responses swapped, and kept only when
+//! both verdicts (the preferred response, and whether Q1 decided) agree. The key, if the server
+//! needs one, is read from `OPENAI_API_KEY`.
 
 use super::FeedbackError;
-use super::records::{Preference, folder_of, read_candidates, relative_to};
+use super::records::{Candidate, Preference, folder_of, read_candidates, relative_to};
 use super::store::Answer;
 use crate::io;
 use base64::Engine;
@@ -34,6 +36,8 @@ pub struct JudgeOptions {
     pub model: String,
     /// Longest wait for one reply.
     pub timeout: Duration,
+    /// Ask about each pair in both orders and keep only the verdicts that agree.
+    pub both_orders: bool,
 }
 
 /// What [`annotate`] wrote.
@@ -43,8 +47,10 @@ pub struct JudgeSummary {
     pub candidates: usize,
     /// Pairs written.
     pub pairs: usize,
-    /// Pairs left out because the reply held no usable answer.
+    /// Pairs left out because a reply held no usable answer.
     pub unusable: usize,
+    /// Pairs left out because the verdict changed with the order of the responses.
+    pub inconsistent: usize,
     /// Share of written pairs decided on hallucinations (Q1).
     pub decided_on_hallucination: f64,
 }
@@ -86,8 +92,53 @@ pub fn parse_reply(text: &str) -> Option<Answer> {
     answer.problem().is_none().then_some(answer)
 }
 
-/// Asks the judge about every pair of responses of `candidates` and writes `output` (`prefs.json`)
-/// atomically.
+/// One judge endpoint and model.
+struct Judge<'a> {
+    agent: ureq::Agent,
+    url: String,
+    key: Option<String>,
+    model: &'a str,
+}
+
+impl Judge<'_> {
+    /// The judge's answer on responses `i` (shown first) and `j` of `c`; `None` if the reply holds
+    /// no usable one. A failed request is an error.
+    fn ask(
+        &self,
+        c: &Candidate,
+        image: &str,
+        (i, j): (usize, usize),
+    ) -> Result<Option<Answer>, FeedbackError> {
+        let body = json!({
+            "model": self.model,
+            "temperature": 0,
+            "messages": [
+                {"role": "system", "content": GUIDELINES},
+                {"role": "user", "content": [
+                    {"type": "text", "text": prompt(c.context(), &c.responses[i], &c.responses[j])},
+                    {"type": "image_url", "image_url": {"url": image}},
+                ]},
+            ],
+        });
+        let mut request = self.agent.post(&self.url).header("Content-Type", "application/json");
+        if let Some(key) = &self.key {
+            request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        let failed = |e: String| {
+            FeedbackError::Server(format!("judge {}, candidate {:?} pair ({i}, {j}): {e}", self.url, c.id))
+        };
+        let text = request
+            .send(body.to_string())
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .map_err(|e| failed(e.to_string()))?;
+        let reply: Value =
+            serde_json::from_str(&text).map_err(|e| failed(format!("the reply is not JSON: {e}")))?;
+        Ok(parse_reply(reply["choices"][0]["message"]["content"].as_str().unwrap_or_default()))
+    }
+}
+
+/// Asks the judge about every pair of two different responses of `candidates` and writes `output`
+/// (`prefs.json`) atomically.
 pub fn annotate(
     candidates: &Path,
     output: &Path,
@@ -96,51 +147,44 @@ pub fn annotate(
     let records = read_candidates(candidates, 2)?;
     let (source, out_dir) = (folder_of(candidates), folder_of(output));
     std::fs::create_dir_all(out_dir).map_err(io::at(out_dir))?;
-    let url = endpoint(&opts.url);
-    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(opts.timeout)).build().into();
-    let key = std::env::var("OPENAI_API_KEY").ok().filter(|k| !k.is_empty());
+    let judge = Judge {
+        agent: ureq::Agent::config_builder().timeout_global(Some(opts.timeout)).build().into(),
+        url: endpoint(&opts.url),
+        key: std::env::var("OPENAI_API_KEY").ok().filter(|k| !k.is_empty()),
+        model: &opts.model,
+    };
     let mut prefs = Vec::new();
-    let mut unusable = 0;
+    let (mut unusable, mut inconsistent) = (0, 0);
     for c in &records {
         let file = source.join(&c.image);
         let (image, data) = (relative_to(&file, out_dir)?, data_url(&file)?);
         for (i, j) in c.distinct_pairs() {
-            let body = json!({
-                "model": opts.model,
-                "temperature": 0,
-                "messages": [
-                    {"role": "system", "content": GUIDELINES},
-                    {"role": "user", "content": [
-                        {"type": "text", "text": prompt(c.context(), &c.responses[i], &c.responses[j])},
-                        {"type": "image_url", "image_url": {"url": data}},
-                    ]},
-                ],
-            });
-            let mut request = agent.post(&url).header("Content-Type", "application/json");
-            if let Some(key) = &key {
-                request = request.header("Authorization", format!("Bearer {key}"));
-            }
-            let failed = |e: String| {
-                FeedbackError::Server(format!("judge {url}, candidate {:?} pair ({i}, {j}): {e}", c.id))
+            let first = judge.ask(c, &data, (i, j))?;
+            // LLM judges favour a position; asked both ways, only an order-independent verdict counts.
+            let second = match (&first, opts.both_orders) {
+                (Some(_), true) => Some(judge.ask(c, &data, (j, i))?.map(|a| a.swapped())),
+                _ => None,
             };
-            let text = request
-                .send(body.to_string())
-                .and_then(|mut r| r.body_mut().read_to_string())
-                .map_err(|e| failed(e.to_string()))?;
-            let reply: Value =
-                serde_json::from_str(&text).map_err(|e| failed(format!("the reply is not JSON: {e}")))?;
-            let text = reply["choices"][0]["message"]["content"].as_str().unwrap_or_default();
-            match parse_reply(text) {
-                Some(answer) => {
-                    prefs.push(Preference::new(c, image.clone(), (i, j), answer.verdict(), &opts.model))
+            let verdict = match (first, second) {
+                (None, _) | (_, Some(None)) => {
+                    unusable += 1;
+                    continue;
                 }
-                None => unusable += 1,
-            }
+                (Some(a), Some(Some(b)))
+                    if (a.verdict().preference, a.q1 == 0) != (b.verdict().preference, b.q1 == 0) =>
+                {
+                    inconsistent += 1;
+                    continue;
+                }
+                (Some(a), _) => a.verdict(),
+            };
+            prefs.push(Preference::new(c, image.clone(), (i, j), verdict, &opts.model));
         }
     }
-    if prefs.is_empty() && unusable > 0 {
+    if prefs.is_empty() && unusable + inconsistent > 0 {
         return Err(FeedbackError::Server(format!(
-            "the judge at {url} gave no usable answer in {unusable} replies"
+            "the judge at {} gave no usable, consistent answer ({unusable} unusable, {inconsistent} inconsistent)",
+            judge.url
         )));
     }
     io::write_json(output, &prefs)?;
@@ -149,6 +193,7 @@ pub fn annotate(
         candidates: records.len(),
         pairs: prefs.len(),
         unusable,
+        inconsistent,
         decided_on_hallucination: on_hallucination as f64 / prefs.len().max(1) as f64,
     })
 }

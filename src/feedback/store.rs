@@ -86,6 +86,12 @@ impl Answer {
         }
     }
 
+    /// The same answer with the two responses in the other order.
+    pub fn swapped(self) -> Answer {
+        let other = |q: u8| if q == 0 { 0 } else { 3 - q };
+        Answer { q1: other(self.q1), q2: self.q2.map(other), flags_1: self.flags_2, flags_2: self.flags_1 }
+    }
+
     /// The preference and flags as a [`Verdict`].
     pub fn verdict(&self) -> Verdict {
         Verdict {

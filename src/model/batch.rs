@@ -51,6 +51,24 @@ impl TextBatch {
     }
 }
 
+/// Where each response token's prediction sits in a right-padded batch of `prompt + response`
+/// rows: for row `i` and response token `k < r` (`r` the longest response), the column
+/// `p_i + k - 1` of the state that predicts it (clamped to the row's last response token), and a
+/// mask that is 1 for real response tokens. Returns `(columns, mask, r)`, both `[b, r]`
+/// row-major.
+pub fn response_columns(prompt_lens: &[usize], response_lens: &[usize]) -> (Vec<i64>, Vec<f32>, usize) {
+    let r = response_lens.iter().copied().max().unwrap_or(0);
+    let mut columns = Vec::with_capacity(prompt_lens.len() * r);
+    let mut mask = Vec::with_capacity(prompt_lens.len() * r);
+    for (&p, &len) in prompt_lens.iter().zip(response_lens) {
+        for k in 0..r {
+            columns.push((p + k.min(len.saturating_sub(1))) as i64 - 1);
+            mask.push(f32::from(u8::from(k < len)));
+        }
+    }
+    (columns, mask, r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +84,15 @@ mod tests {
         assert_eq!(left.ids, vec![5, 6, 7, 0, 0, 8]);
         assert_eq!(left.last_real(), vec![2, 2]);
         assert_eq!((left.batch, left.len), (2, 3));
+    }
+
+    #[test]
+    fn response_columns_point_at_the_predicting_state() {
+        // Prompt of 3 and response of 2: tokens at columns 3 and 4, predicted from 2 and 3; the
+        // second row (prompt 2, response 1) repeats its last column as padding, masked.
+        let (cols, mask, r) = response_columns(&[3, 2], &[2, 1]);
+        assert_eq!(r, 2);
+        assert_eq!(cols, vec![2, 3, 1, 1]);
+        assert_eq!(mask, vec![1.0, 1.0, 1.0, 0.0]);
     }
 }

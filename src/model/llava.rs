@@ -6,7 +6,7 @@
 //! (row-major over the batch) with that image's projected features.
 
 use super::ModelError;
-use super::batch::{PaddingSide, TextBatch};
+use super::batch::{PaddingSide, TextBatch, response_columns};
 use super::config::{FeatureStrategy, LlavaConfig};
 use super::llama::{KvCache, LlamaModel};
 use super::projector::Projector;
@@ -267,22 +267,25 @@ impl Llava {
             prompts.iter().zip(responses).map(|(p, r)| [p.as_slice(), r].concat()).collect();
         let pad = self.config.pad_token_id.unwrap_or(0);
         let batch = TextBatch::pad(&sequences, pad, PaddingSide::Right);
-        let (b, r) = (batch.batch, responses.iter().map(Vec::len).max().unwrap_or(0));
         let logp = self.token_logprobs(&batch, images)?; // [b, t - 1]
-        // Response token k of row i sits at column p_i + k and is predicted at p_i + k - 1.
-        let mut columns = Vec::with_capacity(b * r);
-        let mut mask = Vec::with_capacity(b * r);
-        for (p, resp) in prompts.iter().zip(responses) {
-            for k in 0..r {
-                columns.push((p.len() + k.min(resp.len().saturating_sub(1)) - 1) as i64);
-                mask.push(f32::from(u8::from(k < resp.len())));
-            }
-        }
-        let device = self.device();
-        let columns = Tensor::<2, Int>::from_data(TensorData::new(columns, [b, r]), &device);
-        let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, r]), &device);
-        Ok(logp.gather(1, columns) * mask)
+        let prompt_lens: Vec<usize> = prompts.iter().map(Vec::len).collect();
+        let response_lens: Vec<usize> = responses.iter().map(Vec::len).collect();
+        Ok(response_entries(logp, &prompt_lens, &response_lens))
     }
+}
+
+/// From per-position values of right-padded `prompt + response` rows (column `j` computed at
+/// position `j`: a log-prob of token `j + 1`, a value of the state after token `j`), the entries
+/// of the states that predict each response token; 0 past a row's response.
+///
+/// # Shapes
+/// - `x`: `[b, t']` -> `[b, r]`, `r` the longest response
+pub fn response_entries(x: Tensor<2>, prompt_lens: &[usize], response_lens: &[usize]) -> Tensor<2> {
+    let (columns, mask, r) = response_columns(prompt_lens, response_lens);
+    let (b, device) = (prompt_lens.len(), x.device());
+    let columns = Tensor::<2, Int>::from_data(TensorData::new(columns, [b, r]), &device);
+    let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, r]), &device);
+    x.gather(1, columns) * mask
 }
 
 /// A linear head on the hidden state of each row's last real token: the score of reward models

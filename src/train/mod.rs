@@ -4,6 +4,7 @@
 pub mod common;
 pub mod config;
 pub mod optim;
+pub mod ppo;
 pub mod reward;
 pub mod run;
 pub mod schedule;

@@ -1,0 +1,145 @@
+//! `factrl train ppo` as a user runs it, on a tiny model against a fixed reward model.
+
+mod common;
+
+use common::{factrl, factrl_ok, jsonl, prefs, tiny_model, world};
+use std::path::{Path, PathBuf};
+
+/// A world, a tiny policy briefly fine-tuned on its instructions, a standard reward model trained
+/// on planted-hallucination pairs from it, and a short PPO config.
+fn setup(tmp: &Path) -> PathBuf {
+    let w = world(tmp, 500);
+    let model = tiny_model(tmp, &w);
+    let policy = tmp.join("sft/final");
+    let sft = tmp.join("sft.toml");
+    std::fs::write(
+        &sft,
+        format!(
+            "out = \"{t}/sft\"\ntrain = \"{w}/sft.json\"\nval_records = 0\ninit = \"{m}\"\nimage_size = 32\n\
+             trainable = [\"projector\", \"decoder\"]\nlr = 3e-3\nmin_lr = 1e-3\nwarmup_steps = 5\nweight_decay = 0.0\n\
+             grad_clip = 1.0\nbatch_size = 16\ngrad_accum = 1\nepochs = 1\nmax_steps = 60\nseed = 2\nlog_every = 20\n\
+             eval_every = 1000\ncheckpoint_every = 1000\n",
+            t = tmp.display(),
+            w = w.display(),
+            m = model.display()
+        ),
+    )
+    .unwrap();
+    factrl_ok(&["train", "sft", "--config", sft.to_str().unwrap()]);
+    let prefs = prefs(tmp, &w);
+    let reward = tmp.join("reward.toml");
+    std::fs::write(
+        &reward,
+        format!(
+            "out = \"{t}/rm\"\ntrain = \"{p}\"\nval_fraction = 0.0\ninit = \"{m}\"\nfacts = false\n\
+             trainable = [\"projector\", \"decoder\"]\nlr = 3e-3\nmin_lr = 3e-4\nwarmup_steps = 3\nweight_decay = 0.0\n\
+             grad_clip = 1.0\nbatch_size = 8\nepochs = 20\nmax_steps = 30\ncenter_coef = 1e-3\nseed = 1\nlog_every = 10\n\
+             eval_every = 1000\ncheckpoint_every = 1000\n",
+            t = tmp.display(),
+            p = prefs.display(),
+            m = policy.display()
+        ),
+    )
+    .unwrap();
+    factrl_ok(&["train", "reward", "--config", reward.to_str().unwrap()]);
+    let rm = tmp.join("rm/final");
+    let config = tmp.join("ppo.toml");
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/ppo.toml"))
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            ![
+                "out =",
+                "prompts =",
+                "policy =",
+                "reward_model =",
+                "val_prompts =",
+                "max_new_tokens =",
+                "rollout_batch =",
+                "generation_batch =",
+                "minibatch =",
+                "iterations =",
+                "lr =",
+                "min_lr =",
+                "warmup_steps =",
+                "eval_every =",
+                "checkpoint_every =",
+                "beta =",
+                "reward_scale =",
+                "reward_clip =",
+                "length_penalty =",
+                "correctness_bonus =",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    // Top-level keys must precede the [shaping] table.
+    let (top, shaping) = text.split_once("[shaping]").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "out = \"{t}/ppo\"\nprompts = \"{w}/ppo_prompts.json\"\npolicy = \"{p}\"\nreward_model = \"{r}\"\n\
+             val_prompts = 8\nmax_new_tokens = 24\nrollout_batch = 16\ngeneration_batch = 16\nminibatch = 8\n\
+             iterations = 30\nlr = 2e-3\nmin_lr = 2e-3\nwarmup_steps = 0\neval_every = 10\ncheckpoint_every = 2\n\
+             {top}[shaping]\nbeta = 0.01\nreward_scale = 1.0\nreward_clip = 0.0\nlength_penalty = 0.0\ncorrectness_bonus = 0.0\n{shaping}\n",
+            t = tmp.display(),
+            w = w.display(),
+            p = policy.display(),
+            r = rm.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn ppo_raises_the_held_out_reward_with_bounded_kl_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let c = config.to_str().unwrap();
+    factrl_ok(&["train", "ppo", "--config", c]);
+    let lines = jsonl(&tmp.path().join("ppo/metrics.jsonl"));
+    let evals: Vec<f64> = lines.iter().filter_map(|l| l["eval_rm_score"].as_f64()).collect();
+    assert_eq!(evals.len(), 4, "{lines:?}");
+    let rm: Vec<f64> = lines.iter().filter_map(|l| l["rm_score"].as_f64()).collect();
+    let kls: Vec<f64> = lines.iter().filter_map(|l| l["kl"].as_f64()).collect();
+    assert!(evals[3] > evals[0], "held-out RM score did not rise: {evals:?} {rm:?} {kls:?}");
+    eprintln!("held-out RM scores {evals:?}, rollout RM scores {rm:?}, KL {kls:?}");
+    let iterations: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("kl").is_some()).collect();
+    assert_eq!(iterations.len(), 30);
+    for l in &iterations {
+        for key in [
+            "rm_score",
+            "shaped_reward",
+            "entropy",
+            "clip_fraction",
+            "value_loss",
+            "explained_variance",
+            "response_length",
+            "no_eos_rate",
+        ] {
+            assert!(l[key].as_f64().is_some_and(f64::is_finite), "{key} in {l}");
+        }
+        let kl = l["kl"].as_f64().unwrap();
+        assert!(kl.abs() < 6.0, "KL {kl} over 24 tokens is not bounded: {l}");
+    }
+
+    // Halted after 2 iterations and resumed: the same policy as the uninterrupted run.
+    let parts = format!("out={}/parts", tmp.path().display());
+    factrl_ok(&["train", "ppo", "--config", c, "--set", &parts, "--halt-after", "2"]);
+    factrl_ok(&["train", "ppo", "--config", c, "--set", &parts, "--resume"]);
+    let read = |d: &str| std::fs::read(tmp.path().join(d).join("final/model.safetensors")).unwrap();
+    assert!(read("ppo") == read("parts"), "resumed policy differs");
+}
+
+#[test]
+fn ppo_refuses_a_model_that_is_not_a_reward_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let policy = format!("reward_model={}/sft/final", tmp.path().display());
+    let out = factrl(&["train", "ppo", "--config", config.to_str().unwrap(), "--set", &policy]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not a reward model folder"), "{err}");
+}
