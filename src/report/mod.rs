@@ -353,6 +353,7 @@ pub fn write(out: &Path, report: &Report) -> Result<String, IoError> {
 mod tests {
     use super::*;
     use crate::eval::pope::PopeMetrics;
+    use std::path::PathBuf;
 
     fn report(fp: usize, chair_i: f64, recall: f64) -> EvalReport {
         let adv = PopeMetrics { fp, tn: 100 - fp, tp: 90, r#fn: 10, ..Default::default() };
