@@ -220,11 +220,10 @@ impl Preference {
     }
 }
 
-/// Reads a JSON array of records; a malformed one is named by its index, the path of the bad field
-/// and the line and column.
-pub fn read_array<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, FeedbackError> {
-    let bytes = std::fs::read(path).map_err(io::at(path))?;
-    let mut de = serde_json::Deserializer::from_slice(&bytes);
+/// Parses the JSON array of records in `bytes` (read from `path`); a malformed record is named by
+/// its index, the path of the bad field and the line and column.
+fn parse_array<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<Vec<T>, FeedbackError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let at = e.path().to_string();
         let field = if at == "." { String::new() } else { format!("record {at}: ") };
@@ -232,14 +231,49 @@ pub fn read_array<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, FeedbackEr
     })
 }
 
-/// Reads and checks a prompt file (`min_responses` 0) or a candidates file (2).
+/// The line (1-based) where element `n` of the top-level JSON array in `bytes` starts.
+fn element_line(bytes: &[u8], n: usize) -> Option<usize> {
+    let (mut depth, mut line, mut seen) = (0usize, 1, 0);
+    let (mut in_string, mut escaped, mut waiting) = (false, false, true);
+    for &b in bytes {
+        line += usize::from(b == b'\n');
+        if in_string {
+            (escaped, in_string) = match (escaped, b) {
+                (true, _) => (false, true),
+                (false, b'\\') => (true, true),
+                (false, b'"') => (false, false),
+                _ => (false, true),
+            };
+            continue;
+        }
+        if depth == 1 && waiting && !b.is_ascii_whitespace() && b != b']' {
+            if seen == n {
+                return Some(line);
+            }
+            (seen, waiting) = (seen + 1, false);
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => waiting = true,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Reads and checks a prompt file (`min_responses` 0) or a candidates file (2); an error names the
+/// record, its line and the field.
 pub fn read_candidates(path: &Path, min_responses: usize) -> Result<Vec<Candidate>, FeedbackError> {
-    let records: Vec<Candidate> = read_array(path)?;
+    let bytes = std::fs::read(path).map_err(io::at(path))?;
+    let records: Vec<Candidate> = parse_array(path, &bytes)?;
     for (n, c) in records.iter().enumerate() {
         if let Some(problem) = c.problem(min_responses) {
+            let line = element_line(&bytes, n).map(|l| format!(", line {l}")).unwrap_or_default();
             return Err(FeedbackError::Record {
                 path: path.to_path_buf(),
-                problem: format!("record [{n}] (id {:?}): {problem}", c.id),
+                problem: format!("record [{n}] (id {:?}{line}): {problem}", c.id),
             });
         }
     }
@@ -308,16 +342,28 @@ mod tests {
         let one = serde_json::to_string(&candidate(&["a"])).unwrap();
         std::fs::write(&path, format!("[{good}, {one}]")).unwrap();
         let err = read_candidates(&path, 2).unwrap_err().to_string();
-        assert!(err.contains("record [1] (id \"7\"): field `responses` has 1 response(s)"), "{err}");
+        let line = good.lines().count();
+        assert!(
+            err.contains(&format!("record [1] (id \"7\", line {line}): field `responses` has 1 response(s)")),
+            "{err}"
+        );
 
         let mut c = candidate(&["a", "b"]);
         c.conversations.swap(0, 1);
         std::fs::write(&path, serde_json::to_string(&[c]).unwrap()).unwrap();
         let err = read_candidates(&path, 2).unwrap_err().to_string();
         assert!(
-            err.contains("record [0] (id \"7\"): field `conversations[0].from` should be Human"),
+            err.contains("record [0] (id \"7\", line 1): field `conversations[0].from` should be Human"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn elements_are_found_by_line_past_strings_and_nesting() {
+        let text =
+            "[\n  {\"a\": \"x, ] } [\\\" {\", \"b\": [1, {\"c\": 2}]},\n\n  \"s\",\n  3, [4,\n5], {}\n]";
+        let lines: Vec<Option<usize>> = (0..6).map(|n| element_line(text.as_bytes(), n)).collect();
+        assert_eq!(lines, [Some(2), Some(4), Some(5), Some(5), Some(6), None]);
     }
 
     #[test]
