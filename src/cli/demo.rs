@@ -23,7 +23,8 @@ pub struct DemoArgs {
 
 /// Runs `factrl demo`.
 pub fn run(a: DemoArgs) -> anyhow::Result<()> {
-    let opts = crate::demo::DemoOptions { out: a.out, quick: a.quick, seeds: a.seeds, only_seed: a.only_seed };
+    let opts =
+        crate::demo::DemoOptions { out: a.out, quick: a.quick, seeds: a.seeds, only_seed: a.only_seed };
     let md = crate::demo::run(&opts)?;
     println!("{md}");
     Ok(())

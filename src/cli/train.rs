@@ -15,6 +15,8 @@ pub enum TrainCommand {
     Reward(RewardArgs),
     /// Stage 4: PPO against a reward model with a KL leash to the SFT model (configs/ppo.toml).
     Ppo(TrainArgs),
+    /// DPO on preference pairs against the frozen SFT model (configs/dpo.toml).
+    Dpo(TrainArgs),
 }
 
 /// Flags of `factrl train reward`.
@@ -50,6 +52,7 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
         TrainCommand::Pretrain(a) | TrainCommand::Sft(a) => a,
         TrainCommand::Reward(r) => return reward(r),
         TrainCommand::Ppo(a) => return ppo(a),
+        TrainCommand::Dpo(a) => return dpo(a),
     };
     let cfg = crate::train::sft::load_config(&a.config, &a.sets)?;
     let s = crate::train::sft::train(&cfg, a.resume, a.halt_after)?;
@@ -99,6 +102,20 @@ fn ppo(a: TrainArgs) -> anyhow::Result<()> {
         s.iterations,
         s.seconds,
         last.unwrap_or_default(),
+        s.model.display()
+    );
+    Ok(())
+}
+
+fn dpo(a: TrainArgs) -> anyhow::Result<()> {
+    let cfg = crate::train::dpo::load_config(&a.config, &a.sets)?;
+    let s = crate::train::dpo::train(&cfg, a.resume, a.halt_after)?;
+    let eval = s.eval_accuracy.map(|e| format!(", held-out accuracy {e:.3}")).unwrap_or_default();
+    println!(
+        "trained {} steps in {:.0} s: loss {:.4}{eval}; policy in {}",
+        s.steps,
+        s.seconds,
+        s.loss,
         s.model.display()
     );
     Ok(())

@@ -3,6 +3,7 @@
 
 pub mod common;
 pub mod config;
+pub mod dpo;
 pub mod optim;
 pub mod ppo;
 pub mod reward;
