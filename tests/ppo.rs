@@ -15,7 +15,7 @@ fn setup(tmp: &Path) -> PathBuf {
     std::fs::write(
         &sft,
         format!(
-            "out = \"{t}/sft\"\ntrain = \"{w}/sft.json\"\nval_records = 0\ninit = \"{m}\"\nimage_size = 32\n\
+            "out = \"{t}/sft\"\ntrain = \"{w}/sft.json\"\nval_records = 0\ninit = \"{m}\"\n\
              trainable = [\"projector\", \"decoder\"]\nlr = 3e-3\nmin_lr = 1e-3\nwarmup_steps = 5\nweight_decay = 0.0\n\
              grad_clip = 1.0\nbatch_size = 16\ngrad_accum = 1\nepochs = 1\nmax_steps = 60\nseed = 2\nlog_every = 20\n\
              eval_every = 1000\ncheckpoint_every = 1000\n",

@@ -73,10 +73,13 @@ pub struct SftConfig {
     /// `tokenizer.json` of a new model.
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
-    /// Image side of a new model, pixels (images are resized to it).
-    pub image_size: usize,
-    /// Patch side of a new model, pixels.
-    pub patch_size: usize,
+    /// Image side of a new model, pixels (images are resized to it); default `LlavaConfig::tiny`'s.
+    /// A model from `init` keeps its own.
+    #[serde(default)]
+    pub image_size: Option<usize>,
+    /// Patch side of a new model, pixels; default `LlavaConfig::tiny`'s.
+    #[serde(default)]
+    pub patch_size: Option<usize>,
     /// Parts that train: any of "vision", "projector", "decoder".
     pub trainable: Vec<Part>,
     /// Peak learning rate (AdamW).
@@ -289,9 +292,13 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
             c.bos_token_id = Some(id("<s>")?);
             c.eos_token_id = Some(id("</s>")?);
             c.pad_token_id = Some(id("<pad>")?);
-            c.vision.image_size = cfg.image_size;
-            c.vision.patch_size = cfg.patch_size;
-            (Llava::init(&c, &device)?, tok_path, ClipProcessor::square(cfg.image_size as u32))
+            c.vision.image_size = cfg.image_size.unwrap_or(c.vision.image_size);
+            c.vision.patch_size = cfg.patch_size.unwrap_or(c.vision.patch_size);
+            if c.vision.patch_size == 0 || !c.vision.image_size.is_multiple_of(c.vision.patch_size) {
+                return Err(TrainError::Setting("`patch_size` must divide `image_size`".into()));
+            }
+            let processor = ClipProcessor::square(c.vision.image_size as u32);
+            (Llava::init(&c, &device)?, tok_path, processor)
         }
     };
     let tok = load_tokenizer(&tokenizer_path)?;
