@@ -10,8 +10,9 @@ use crate::eval::run::{EvalOptions, EvalReport};
 use crate::feedback::{self, auto::AutoOptions, collect::CollectOptions};
 use crate::io::{self, IoError};
 use crate::report::{self, Curve, ModelResult, Report};
-use crate::train::{config, ppo, reward, sft};
+use crate::train::{clip, config, ppo, reward, sft};
 use crate::world::{self, WorldConfig};
+use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -47,11 +48,18 @@ pub enum DemoError {
     Io(#[from] IoError),
 }
 
-/// The shipped stage configs; the demo sets their paths.
-const PRETRAIN_TOML: &str = include_str!("../configs/pretrain.toml");
-const SFT_TOML: &str = include_str!("../configs/sft.toml");
-const REWARD_TOML: &str = include_str!("../configs/reward.toml");
-const PPO_TOML: &str = include_str!("../configs/ppo.toml");
+/// A shipped stage config: its file name (for messages) and text; the demo sets its paths.
+struct Shipped {
+    file: &'static str,
+    text: &'static str,
+}
+
+const CLIP: Shipped = Shipped { file: "configs/clip.toml", text: include_str!("../configs/clip.toml") };
+const PRETRAIN: Shipped =
+    Shipped { file: "configs/pretrain.toml", text: include_str!("../configs/pretrain.toml") };
+const SFT: Shipped = Shipped { file: "configs/sft.toml", text: include_str!("../configs/sft.toml") };
+const REWARD: Shipped = Shipped { file: "configs/reward.toml", text: include_str!("../configs/reward.toml") };
+const PPO: Shipped = Shipped { file: "configs/ppo.toml", text: include_str!("../configs/ppo.toml") };
 
 /// One seed's folder layout.
 struct Layout {
@@ -76,6 +84,7 @@ impl Layout {
 /// Budgets of the two demo sizes, as config overrides per stage.
 struct Budget {
     world: WorldConfig,
+    clip: &'static [&'static str],
     pretrain: &'static [&'static str],
     sft: &'static [&'static str],
     reward: &'static [&'static str],
@@ -96,6 +105,7 @@ fn budget(quick: bool, seed: u64) -> Budget {
                 mmhal_per_type: 2,
                 ..WorldConfig::default()
             },
+            clip: &["max_steps=6", "batch_size=16", "eval_every=3", "val_records=32"],
             pretrain: &["max_steps=8", "batch_size=16", "eval_every=4", "val_records=16"],
             sft: &["max_steps=12", "batch_size=16", "eval_every=6", "val_records=16"],
             reward: &["max_steps=8", "batch_size=8", "eval_every=4", "val_fraction=0.25"],
@@ -114,6 +124,7 @@ fn budget(quick: bool, seed: u64) -> Budget {
     } else {
         Budget {
             world: WorldConfig { seed, ..WorldConfig::default() },
+            clip: &[],
             pretrain: &[],
             sft: &[],
             reward: &[],
@@ -160,13 +171,20 @@ fn stage(
     Ok(())
 }
 
-/// A training stage: the shipped config with this seed's paths and the budget's overrides; resumes
-/// from a checkpoint left by an interrupted run.
-fn train_sft(toml: &str, name: &str, sets: Vec<String>) -> anyhow::Result<()> {
-    let cfg: sft::SftConfig = config::parse(toml, &format!("configs/{name}.toml"), &sets)?;
-    let resume = cfg.out.join("checkpoint").exists();
-    sft::train(&cfg, resume, None)?;
-    Ok(())
+/// A training stage's config: the shipped one with this seed's run folder `out`, the stage's
+/// `sets` and the budget's overrides; and whether to resume (an interrupted run left a checkpoint).
+fn stage_config<T: DeserializeOwned>(
+    shipped: &Shipped,
+    out: &Path,
+    seed: u64,
+    sets: Vec<String>,
+    budget: &[&str],
+) -> anyhow::Result<(T, bool)> {
+    let mut all = vec![path_set("out", out), format!("seed={seed}")];
+    all.extend(sets);
+    all.extend(budget.iter().map(|s| s.to_string()));
+    let cfg = config::parse(shipped.text, shipped.file, &all)?;
+    Ok((cfg, out.join("checkpoint").exists()))
 }
 
 fn path_set(key: &str, path: &Path) -> String {
@@ -185,28 +203,33 @@ fn run_seed(opts: &DemoOptions, seed: u64) -> Result<Vec<(String, EvalReport)>, 
         world::generate(&b.world, &w, true)?;
         Ok(())
     })?;
-    stage(&l.root, seed, "pretrain", &l.model("pretrain"), || {
-        let mut sets = vec![
-            path_set("out", &l.run("pretrain")),
+    stage(&l.root, seed, "clip", &l.model("clip"), || {
+        let sets = vec![
             path_set("train", &w.join("pretrain.json")),
             path_set("val", &w.join("pretrain_val.json")),
             path_set("tokenizer", &w.join("tokenizer.json")),
-            format!("seed={seed}"),
         ];
-        sets.extend(b.pretrain.iter().map(|s| s.to_string()));
-        train_sft(PRETRAIN_TOML, "pretrain", sets)
+        let (cfg, resume) = stage_config(&CLIP, &l.run("clip"), seed, sets, b.clip)?;
+        let s = clip::train(&cfg, resume, None)?;
+        if let Some(a) = s.eval_accuracy {
+            eprintln!("[demo seed {seed}] clip: held-out retrieval accuracy {a:.3}");
+        }
+        Ok(())
     })?;
-    stage(&l.root, seed, "sft", &l.model("sft"), || {
-        let mut sets = vec![
-            path_set("out", &l.run("sft")),
-            path_set("init", &l.model("pretrain")),
-            path_set("train", &w.join("sft.json")),
-            path_set("val", &w.join("sft_val.json")),
-            format!("seed={seed}"),
-        ];
-        sets.extend(b.sft.iter().map(|s| s.to_string()));
-        train_sft(SFT_TOML, "sft", sets)
-    })?;
+    for (name, shipped, init, data, sets) in
+        [("pretrain", &PRETRAIN, "clip", "pretrain", b.pretrain), ("sft", &SFT, "pretrain", "sft", b.sft)]
+    {
+        stage(&l.root, seed, name, &l.model(name), || {
+            let paths = vec![
+                path_set("init", &l.model(init)),
+                path_set("train", &w.join(format!("{data}.json"))),
+                path_set("val", &w.join(format!("{data}_val.json"))),
+            ];
+            let (cfg, resume) = stage_config::<sft::SftConfig>(shipped, &l.run(name), seed, paths, sets)?;
+            sft::train(&cfg, resume, None)?;
+            Ok(())
+        })?;
+    }
 
     let candidates = l.root.join("candidates.json");
     stage(&l.root, seed, "collect", &candidates, || {
@@ -231,17 +254,14 @@ fn run_seed(opts: &DemoOptions, seed: u64) -> Result<Vec<(String, EvalReport)>, 
 
     for (name, facts) in [("rm-facts", true), ("rm-plain", false)] {
         stage(&l.root, seed, name, &l.model(name), || {
-            let mut sets = vec![
-                path_set("out", &l.run(name)),
+            let sets = vec![
                 path_set("train", &prefs),
                 path_set("init", &l.model("sft")),
                 path_set("captions", &w.join("image_to_caption.json")),
                 format!("facts={facts}"),
-                format!("seed={seed}"),
             ];
-            sets.extend(b.reward.iter().map(|s| s.to_string()));
-            let cfg: reward::RewardConfig = config::parse(REWARD_TOML, "configs/reward.toml", &sets)?;
-            let resume = cfg.out.join("checkpoint").exists();
+            let (cfg, resume) =
+                stage_config::<reward::RewardConfig>(&REWARD, &l.run(name), seed, sets, b.reward)?;
             let s = reward::train(&cfg, resume, None)?;
             if let Some(m) = s.eval {
                 eprintln!(
@@ -256,16 +276,12 @@ fn run_seed(opts: &DemoOptions, seed: u64) -> Result<Vec<(String, EvalReport)>, 
     // Standard RLHF against the standard reward model, Fact-RLHF against the fact-augmented one.
     for (name, rm) in [("rlhf", "rm-plain"), ("fact_rlhf", "rm-facts")] {
         stage(&l.root, seed, name, &l.model(name), || {
-            let mut sets = vec![
-                path_set("out", &l.run(name)),
+            let sets = vec![
                 path_set("prompts", &w.join("ppo_prompts.json")),
                 path_set("policy", &l.model("sft")),
                 path_set("reward_model", &l.model(rm)),
-                format!("seed={seed}"),
             ];
-            sets.extend(b.ppo.iter().map(|s| s.to_string()));
-            let cfg: ppo::PpoConfig = config::parse(PPO_TOML, "configs/ppo.toml", &sets)?;
-            let resume = cfg.out.join("checkpoint").exists();
+            let (cfg, resume) = stage_config::<ppo::PpoConfig>(&PPO, &l.run(name), seed, sets, b.ppo)?;
             let s = ppo::train(&cfg, resume, None)?;
             if let (Some(a), Some(z)) = (s.eval_rm_score_first, s.eval_rm_score_last) {
                 eprintln!("[demo seed {seed}] {name}: held-out reward-model score {a:.3} -> {z:.3}");
@@ -296,7 +312,13 @@ fn run_seed(opts: &DemoOptions, seed: u64) -> Result<Vec<(String, EvalReport)>, 
 /// Curves of one seed's runs.
 fn curves(root: &Path) -> Result<Vec<Curve>, IoError> {
     let run = |name: &str| root.join(name).join("metrics.jsonl");
-    let mut out = Vec::new();
+    let mut out = vec![Curve {
+        title: "vision tower: contrastive loss and held-out retrieval accuracy".into(),
+        series: vec![
+            ("train loss".into(), report::series(&run("clip"), "loss")?),
+            ("held-out accuracy".into(), report::series(&run("clip"), "eval_accuracy")?),
+        ],
+    }];
     for (title, name) in [("pretraining loss", "pretrain"), ("SFT loss", "sft")] {
         out.push(Curve {
             title: title.into(),

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 /// `factrl train` subcommands.
 #[derive(Subcommand)]
 pub enum TrainCommand {
+    /// Stage 0: contrastive (CLIP-style) pretraining of the vision tower on image-caption pairs
+    /// (configs/clip.toml); the world has no downloadable CLIP.
+    Clip(TrainArgs),
     /// Stage 1: feature-alignment pretraining on captions (configs/pretrain.toml).
     Pretrain(TrainArgs),
     /// Stage 2: supervised fine-tuning on instructions (configs/sft.toml).
@@ -50,6 +53,7 @@ pub struct TrainArgs {
 pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
     let a = match cmd {
         TrainCommand::Pretrain(a) | TrainCommand::Sft(a) => a,
+        TrainCommand::Clip(a) => return clip(a),
         TrainCommand::Reward(r) => return reward(r),
         TrainCommand::Ppo(a) => return ppo(a),
         TrainCommand::Dpo(a) => return dpo(a),
@@ -62,6 +66,20 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
         s.seconds,
         s.loss,
         s.eval_loss.map(|e| format!(", eval loss {e:.4}")).unwrap_or_default(),
+        s.model.display()
+    );
+    Ok(())
+}
+
+fn clip(a: TrainArgs) -> anyhow::Result<()> {
+    let cfg = crate::train::clip::load_config(&a.config, &a.sets)?;
+    let s = crate::train::clip::train(&cfg, a.resume, a.halt_after)?;
+    let eval = s.eval_accuracy.map(|e| format!(", held-out retrieval accuracy {e:.3}")).unwrap_or_default();
+    println!(
+        "trained {} steps in {:.0} s: loss {:.4}{eval}; model in {}",
+        s.steps,
+        s.seconds,
+        s.loss,
         s.model.display()
     );
     Ok(())

@@ -9,7 +9,7 @@ use crate::model::checkpoint::save_llava;
 use crate::model::jobs::MAX_SHARD_BYTES;
 use crate::model::processor::{ClipProcessor, pixel_batch};
 use crate::model::store::SaveDtype;
-use crate::model::{ImageInput, Llava, ModelError};
+use crate::model::{ImageInput, Llava, LlavaConfig, ModelError};
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -142,6 +142,33 @@ pub fn save_model_folder(
     io::write_atomic(&dir.join("tokenizer.json"), &bytes)?;
     processor.save(&dir.join("preprocessor_config.json"))?;
     Ok(())
+}
+
+/// A new [`LlavaConfig::tiny`] model over the tokenizer at `tok_path` (its special tokens must
+/// include `<image>`, `<s>`, `</s>` and `<pad>`), optionally at another image or patch size, and
+/// a square image processor for it (normalisation not yet fitted).
+pub fn new_tiny_model(
+    tok_path: &Path,
+    image_size: Option<usize>,
+    patch_size: Option<usize>,
+    device: &Device,
+) -> Result<(Llava, ClipProcessor), TrainError> {
+    let tok = load_tokenizer(tok_path)?;
+    let id = |t: &str| {
+        tok.token_to_id(t).ok_or_else(|| TrainError::Setting(format!("{}: no {t} token", tok_path.display())))
+    };
+    let mut c = LlavaConfig::tiny(tok.get_vocab_size(true));
+    c.image_token_id = id("<image>")?;
+    c.bos_token_id = Some(id("<s>")?);
+    c.eos_token_id = Some(id("</s>")?);
+    c.pad_token_id = Some(id("<pad>")?);
+    c.vision.image_size = image_size.unwrap_or(c.vision.image_size);
+    c.vision.patch_size = patch_size.unwrap_or(c.vision.patch_size);
+    if c.vision.patch_size == 0 || !c.vision.image_size.is_multiple_of(c.vision.patch_size) {
+        return Err(TrainError::Setting("`patch_size` must divide `image_size`".into()));
+    }
+    let processor = ClipProcessor::square(c.vision.image_size as u32);
+    Ok((Llava::init(&c, device)?, processor))
 }
 
 /// Reads a `tokenizer.json`.

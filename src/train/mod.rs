@@ -1,6 +1,7 @@
 //! Training: the machinery every algorithm shares (config, schedule, run folder) and one file per
 //! algorithm.
 
+pub mod clip;
 pub mod common;
 pub mod config;
 pub mod dpo;

@@ -4,8 +4,8 @@
 
 pub use super::common::TrainError;
 use super::common::{
-    ImageTable, load_tokenizer, progress_bar, resume_checkpoint, save_checkpoint, save_model_folder, say,
-    state_step,
+    ImageTable, load_tokenizer, new_tiny_model, progress_bar, resume_checkpoint, save_checkpoint,
+    save_model_folder, say, state_step,
 };
 use super::config;
 use super::optim::clip_global_norm;
@@ -282,23 +282,8 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
             let tok_path = cfg.tokenizer.clone().ok_or_else(|| {
                 TrainError::Setting("set `init` (a model folder) or `tokenizer` (for a new model)".into())
             })?;
-            let tok = load_tokenizer(&tok_path)?;
-            let id = |t: &str| {
-                tok.token_to_id(t)
-                    .ok_or_else(|| TrainError::Setting(format!("{}: no {t} token", tok_path.display())))
-            };
-            let mut c = LlavaConfig::tiny(tok.get_vocab_size(true));
-            c.image_token_id = id("<image>")?;
-            c.bos_token_id = Some(id("<s>")?);
-            c.eos_token_id = Some(id("</s>")?);
-            c.pad_token_id = Some(id("<pad>")?);
-            c.vision.image_size = cfg.image_size.unwrap_or(c.vision.image_size);
-            c.vision.patch_size = cfg.patch_size.unwrap_or(c.vision.patch_size);
-            if c.vision.patch_size == 0 || !c.vision.image_size.is_multiple_of(c.vision.patch_size) {
-                return Err(TrainError::Setting("`patch_size` must divide `image_size`".into()));
-            }
-            let processor = ClipProcessor::square(c.vision.image_size as u32);
-            (Llava::init(&c, &device)?, tok_path, processor)
+            let (model, processor) = new_tiny_model(&tok_path, cfg.image_size, cfg.patch_size, &device)?;
+            (model, tok_path, processor)
         }
     };
     let tok = load_tokenizer(&tokenizer_path)?;

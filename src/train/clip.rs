@@ -1,0 +1,417 @@
+//! `factrl train clip`: CLIP-style contrastive pretraining of the vision tower on images and their
+//! captions, the world's stand-in for the pretrained CLIP that LLaVA starts from.
+//!
+//! A tower trained only through the language model's caption loss learns to see very slowly: the
+//! decoder must find the image tokens before the tower gets a useful gradient, and the caption
+//! loss sits on the language prior for hundreds of steps (README, "Stage 0"). The contrastive
+//! objective gives the tower a direct signal: the mean of its patch features must pick out the
+//! image's caption among the batch's. The text side is a bag of words (the mean of token
+//! embeddings, projected), enough to name which objects, colours and sizes a caption lists; it is
+//! discarded after training. The run's `final/` is a full model folder whose tower is trained and
+//! whose projector and decoder are freshly initialised, for `factrl train pretrain` to start from.
+
+pub use super::common::TrainError;
+use super::common::{
+    load_tokenizer, new_tiny_model, progress_bar, resume_checkpoint, save_checkpoint, save_model_folder, say,
+    state_step,
+};
+use super::config;
+use super::optim::clip_global_norm;
+use super::run::RunDir;
+use super::schedule::warmup_cosine;
+use super::sft::{Part, freeze};
+use crate::backend::training_device;
+use crate::data::formats::{Conversation, Role};
+use crate::io;
+use crate::model::checkpoint::load_llava;
+use crate::model::processor::{ClipProcessor, pixel_batch};
+use crate::model::store::{SaveDtype, checkpoint_files, collect_params, load_params, save_tensors};
+use crate::model::{Llava, ModelError};
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// File stem of the contrastive heads inside a checkpoint (only needed to resume).
+const HEADS_STEM: &str = "clip_heads";
+
+/// `factrl train clip` configuration (TOML). Paths are relative to the working folder.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClipConfig {
+    /// Run folder (config, metrics, checkpoint, `final/` model).
+    pub out: PathBuf,
+    /// LLaVA conversation JSON: each record's image and, as its caption, its assistant turns.
+    pub train: PathBuf,
+    /// Held-out records for retrieval accuracy.
+    #[serde(default)]
+    pub val: Option<PathBuf>,
+    /// Held-out records per eval.
+    pub val_records: usize,
+    /// `tokenizer.json` of the new model.
+    pub tokenizer: PathBuf,
+    /// Image side of the new model, pixels; default `LlavaConfig::tiny`'s.
+    #[serde(default)]
+    pub image_size: Option<usize>,
+    /// Patch side of the new model, pixels; default `LlavaConfig::tiny`'s.
+    #[serde(default)]
+    pub patch_size: Option<usize>,
+    /// Width of the shared image-text embedding.
+    pub embed_dim: usize,
+    /// Peak learning rate (AdamW).
+    pub lr: f64,
+    /// Learning rate at the end of the cosine decay.
+    pub min_lr: f64,
+    /// Linear warmup steps.
+    pub warmup_steps: usize,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0: off).
+    pub grad_clip: f64,
+    /// Image-caption pairs per step; each is contrasted with the other captions of its batch.
+    pub batch_size: usize,
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Stop after this many optimiser steps, if set.
+    #[serde(default)]
+    pub max_steps: Option<usize>,
+    /// Seed of initialisation and shuffling.
+    pub seed: u64,
+    /// Steps between metric lines.
+    pub log_every: usize,
+    /// Steps between evals.
+    pub eval_every: usize,
+    /// Steps between checkpoints.
+    pub checkpoint_every: usize,
+}
+
+/// The text side and the two projections into the shared embedding.
+#[derive(Module, Debug)]
+pub struct ClipHeads {
+    /// Token embeddings of the bag-of-words text encoder.
+    pub token_embedding: Embedding,
+    /// Text features -> shared embedding.
+    pub text_projection: Linear,
+    /// Mean patch feature -> shared embedding.
+    pub visual_projection: Linear,
+    /// Log of the inverse softmax temperature (CLIP starts at ln(1 / 0.07)).
+    pub logit_scale: Param<Tensor<1>>,
+}
+
+impl ClipHeads {
+    /// Fresh heads for a vocabulary of `vocab`, vision width `d_vision`, embedding width `e`.
+    pub fn init(vocab: usize, d_vision: usize, e: usize, device: &Device) -> Self {
+        let init = Initializer::Normal { mean: 0.0, std: 0.02 };
+        ClipHeads {
+            token_embedding: EmbeddingConfig::new(vocab, e).with_initializer(init).init(device),
+            text_projection: LinearConfig::new(e, e).init(device),
+            visual_projection: LinearConfig::new(d_vision, e).init(device),
+            logit_scale: Param::from_tensor(Tensor::from_data(
+                TensorData::new(vec![(1.0f32 / 0.07).ln()], [1]),
+                device,
+            )),
+        }
+    }
+}
+
+/// The model that trains: the LLaVA model (only its tower unfrozen) and the contrastive heads.
+#[derive(Module, Debug)]
+pub struct ClipModel {
+    /// The model whose tower trains.
+    pub llava: Llava,
+    /// Text encoder and projections.
+    pub heads: ClipHeads,
+}
+
+impl ClipModel {
+    /// Image-to-caption similarity logits of a batch, `[n, n]` (row i: image i against every
+    /// caption).
+    fn logits(&self, pixels: Tensor<4>, captions: &[Vec<u32>]) -> Tensor<2> {
+        let device = pixels.device();
+        let feats = self.llava.image_features(pixels); // [n, f, d]
+        let [n, _, d] = feats.dims();
+        let image = self.heads.visual_projection.forward(feats.mean_dim(1).reshape([n, d]));
+        let l = captions.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let (mut ids, mut weights) = (vec![0i64; n * l], vec![0f32; n * l]);
+        for (row, caption) in captions.iter().enumerate() {
+            for (j, &id) in caption.iter().enumerate() {
+                ids[row * l + j] = i64::from(id);
+                weights[row * l + j] = 1.0 / caption.len() as f32;
+            }
+        }
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n, l]), &device);
+        let weights = Tensor::<3>::from_data(TensorData::new(weights, [n, l, 1]), &device);
+        let bag = self.heads.token_embedding.forward(ids).mul(weights).sum_dim(1); // [n, 1, e]
+        let e = bag.dims()[2];
+        let text = self.heads.text_projection.forward(bag.reshape([n, e]));
+        let scale = self.heads.logit_scale.val().clamp_max(100f32.ln()).exp().reshape([1, 1]);
+        unit_rows(image).matmul(unit_rows(text).transpose()).mul(scale)
+    }
+}
+
+/// Rows scaled to unit length.
+fn unit_rows(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().powf_scalar(2.0).sum_dim(1).add_scalar(1e-12).sqrt();
+    x.div(norm)
+}
+
+/// CLIP's symmetric loss: the mean of the cross-entropies of picking each image's caption (rows)
+/// and each caption's image (columns), the matching pairs on the diagonal.
+///
+/// # Shapes
+/// - `logits`: `[n, n]` -> `[1]`
+pub fn contrastive_loss(logits: Tensor<2>) -> Tensor<1> {
+    let [n, _] = logits.dims();
+    let eye: Vec<f32> = (0..n * n).map(|k| if k % (n + 1) == 0 { 1.0 } else { 0.0 }).collect();
+    let eye = Tensor::<2>::from_data(TensorData::new(eye, [n, n]), &logits.device());
+    let rows = log_softmax(logits.clone(), 1).mul(eye.clone()).sum();
+    let cols = log_softmax(logits, 0).mul(eye).sum();
+    rows.add(cols).div_scalar(-2.0 * n as f32)
+}
+
+/// Share of rows whose largest logit is on the diagonal (image -> caption top-1 accuracy).
+pub fn retrieval_accuracy(logits: &[f32], n: usize) -> f32 {
+    let hits = (0..n)
+        .filter(|&i| {
+            let row = &logits[i * n..(i + 1) * n];
+            row.iter().all(|&x| x <= row[i])
+        })
+        .count();
+    hits as f32 / n.max(1) as f32
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Optimiser steps taken in all.
+    pub steps: usize,
+    /// Last training loss.
+    pub loss: f32,
+    /// Last held-out image -> caption accuracy within batches of `batch_size`, if a val set was given.
+    pub eval_accuracy: Option<f32>,
+    /// Seconds this invocation trained.
+    pub seconds: f64,
+    /// The model folder (trained tower).
+    pub model: PathBuf,
+}
+
+/// Reads the config file with overrides.
+pub fn load_config(path: &Path, sets: &[String]) -> Result<ClipConfig, TrainError> {
+    Ok(config::load(path, sets)?)
+}
+
+/// Images and caption tokens of a conversation file.
+fn load_pairs(
+    file: &Path,
+    limit: Option<usize>,
+    tok: &tokenizers::Tokenizer,
+) -> Result<(Vec<PathBuf>, Vec<Vec<u32>>), TrainError> {
+    let records: Vec<Conversation> = io::read_json(file)?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let (mut images, mut captions) = (Vec::new(), Vec::new());
+    for r in records.iter().take(limit.unwrap_or(usize::MAX)) {
+        let text: Vec<&str> =
+            r.conversations.iter().filter(|t| t.from == Role::Gpt).map(|t| t.value.as_str()).collect();
+        let ids = tok
+            .encode(text.join(" "), false)
+            .map_err(|e| TrainError::Data {
+                file: file.to_path_buf(),
+                message: format!("record {}: {e}", r.id),
+            })?
+            .get_ids()
+            .to_vec();
+        if ids.is_empty() {
+            return Err(TrainError::Data {
+                file: file.to_path_buf(),
+                message: format!("record {}: no assistant text to use as its caption", r.id),
+            });
+        }
+        images.push(base.join(&r.image));
+        captions.push(ids);
+    }
+    Ok((images, captions))
+}
+
+/// Trains, resuming from the run folder's checkpoint with `resume`; `halt_after` as in SFT.
+pub fn train(cfg: &ClipConfig, resume: bool, halt_after: Option<usize>) -> Result<Summary, TrainError> {
+    if cfg.batch_size < 2 || cfg.epochs == 0 || cfg.embed_dim == 0 {
+        return Err(TrainError::Setting(
+            "batch_size must be at least 2, epochs and embed_dim non-zero".into(),
+        ));
+    }
+    let start = Instant::now();
+    let toml = toml::to_string(cfg).map_err(|e| TrainError::Setting(e.to_string()))?;
+    let run = RunDir::open(&cfg.out, resume, &toml)?;
+    let device: Device = training_device();
+    device.seed(cfg.seed);
+
+    // 1. Data and model (from the checkpoint when resuming).
+    let tok = load_tokenizer(&cfg.tokenizer)?;
+    let (train_images, train_captions) = load_pairs(&cfg.train, None, &tok)?;
+    let (val_images, val_captions) = match &cfg.val {
+        Some(v) => load_pairs(v, Some(cfg.val_records), &tok)?,
+        None => (Vec::new(), Vec::new()),
+    };
+    if train_images.len() < cfg.batch_size {
+        return Err(TrainError::Data {
+            file: cfg.train.clone(),
+            message: format!("{} records, fewer than one batch of {}", train_images.len(), cfg.batch_size),
+        });
+    }
+    let checkpoint = if resume { run.checkpoint() } else { None };
+    let (llava, processor, heads) = match &checkpoint {
+        Some(ck) => {
+            let llava = load_llava(ck, &device)?;
+            let processor = ClipProcessor::from_file(&ck.join("preprocessor_config.json"))?;
+            let d = llava.config.vision.hidden_size;
+            let heads = ClipHeads::init(llava.config.text.vocab_size, d, cfg.embed_dim, &device);
+            let (heads, _) =
+                load_params(heads, ck, &checkpoint_files(ck, HEADS_STEM)?, |k| Ok((k.to_string(), true)))?;
+            (llava, processor, heads)
+        }
+        None => {
+            let (llava, mut processor) =
+                new_tiny_model(&cfg.tokenizer, cfg.image_size, cfg.patch_size, &device)?;
+            let sample: Vec<PathBuf> = train_images.iter().take(512).cloned().collect();
+            processor.fit_normalisation(&sample)?;
+            let d = llava.config.vision.hidden_size;
+            let heads = ClipHeads::init(llava.config.text.vocab_size, d, cfg.embed_dim, &device);
+            (llava, processor, heads)
+        }
+    };
+    let side = llava.config.vision.image_size;
+    let process = |paths: &[PathBuf]| -> Result<Vec<Vec<f32>>, ModelError> {
+        paths.iter().map(|p| processor.process_file(p)).collect()
+    };
+    let (train_pixels, val_pixels) = (process(&train_images)?, process(&val_images)?);
+    let mut model = ClipModel { llava: freeze(llava, &[Part::Vision]), heads };
+
+    // 2. Optimiser and schedule.
+    let per_epoch = train_pixels.len() / cfg.batch_size;
+    let total = (cfg.epochs * per_epoch).max(1).min(cfg.max_steps.unwrap_or(usize::MAX));
+    let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init();
+    let mut step = 0;
+    if let Some(ck) = &checkpoint {
+        let state;
+        (model, optim, state) = resume_checkpoint(ck, model, optim)?;
+        step = state_step(&state);
+    }
+    let mut metrics = run.metrics(checkpoint.as_ref().map(|_| step))?;
+    let bar = progress_bar(total, step, &cfg.out);
+
+    // 3. The loop: each epoch a fresh seeded shuffle, cut into full batches.
+    let (mut order_cache, mut last_loss, mut last_eval) = (None::<(usize, Vec<usize>)>, f32::NAN, None);
+    let stop = halt_after.map_or(total, |n| (step + n).min(total));
+    while step < stop {
+        let epoch = step / per_epoch;
+        if order_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut order: Vec<usize> = (0..train_pixels.len()).collect();
+            order.shuffle(&mut rng);
+            order_cache = Some((epoch, order));
+        }
+        let order = order_cache.as_ref().map(|(_, o)| o.as_slice()).unwrap_or_default();
+        let k = step % per_epoch;
+        let rows = &order[k * cfg.batch_size..(k + 1) * cfg.batch_size];
+        let pixels =
+            pixel_batch(rows.iter().map(|&i| train_pixels[i].clone()).collect(), side, side, &device);
+        let captions: Vec<Vec<u32>> = rows.iter().map(|&i| train_captions[i].clone()).collect();
+        let loss = contrastive_loss(model.logits(pixels, &captions));
+        let value: f32 = loss.clone().into_scalar();
+        if !value.is_finite() {
+            return Err(TrainError::NonFinite { step, value, checkpoint: run.dir.join("checkpoint") });
+        }
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let norm = clip_global_norm(&model, &mut grads, cfg.grad_clip);
+        let lr = warmup_cosine(step, total, cfg.warmup_steps, cfg.lr, cfg.min_lr);
+        model = optim.step(lr, model, grads);
+        step += 1;
+        last_loss = value;
+        bar.set_position(step as u64);
+        if step % cfg.log_every.max(1) == 0 || step == total {
+            bar.set_message(format!("loss {value:.4}"));
+            metrics.log(&serde_json::json!({"step": step, "loss": value, "lr": lr, "grad_norm": norm}))?;
+        }
+        if !val_pixels.is_empty() && (step % cfg.eval_every.max(1) == 0 || step == total) {
+            let acc = eval_accuracy(&model, &val_pixels, &val_captions, side, cfg.batch_size)?;
+            say(
+                &bar,
+                format!("step {step}/{total}: train loss {value:.4}, held-out retrieval accuracy {acc:.3}"),
+            );
+            metrics.log(&serde_json::json!({"step": step, "eval_accuracy": acc}))?;
+            last_eval = Some(acc);
+        }
+        if step % cfg.checkpoint_every.max(1) == 0 || step == stop {
+            let state = serde_json::json!({"step": step});
+            save_checkpoint(&run, &model, &optim, &state, |dir| {
+                save_model_folder(&model.llava, &cfg.tokenizer, &processor, dir)?;
+                Ok(save_tensors(collect_params(&model.heads)?, dir, HEADS_STEM, SaveDtype::F32, usize::MAX)?)
+            })?;
+        }
+    }
+    bar.finish();
+    let final_dir = if step == total { run.dir.join("final") } else { run.dir.join("checkpoint") };
+    if step == total {
+        save_model_folder(&model.llava, &cfg.tokenizer, &processor, &final_dir)?;
+    }
+    Ok(Summary {
+        steps: step,
+        loss: last_loss,
+        eval_accuracy: last_eval,
+        seconds: start.elapsed().as_secs_f64(),
+        model: final_dir,
+    })
+}
+
+/// Held-out image -> caption accuracy, each image against the captions of its batch (the last,
+/// shorter batch included when it has at least two pairs).
+fn eval_accuracy(
+    model: &ClipModel,
+    pixels: &[Vec<f32>],
+    captions: &[Vec<u32>],
+    side: usize,
+    batch: usize,
+) -> Result<f32, TrainError> {
+    let model = model.valid();
+    let device = model.llava.device();
+    let (mut hits, mut n) = (0.0, 0);
+    for (p, c) in pixels.chunks(batch).zip(captions.chunks(batch)).filter(|(p, _)| p.len() >= 2) {
+        let logits = model.logits(pixel_batch(p.to_vec(), side, side, &device), c);
+        let values = super::common::host(logits)?;
+        hits += retrieval_accuracy(&values, p.len()) * p.len() as f32;
+        n += p.len();
+    }
+    Ok(hits / n.max(1) as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contrastive_loss_by_hand() {
+        // logits [[2, 0], [0, 1]]: rows give -log(e^2/(e^2+1)) and -log(e/(e+1)); the matrix is
+        // symmetric, so columns give the same, and the loss is their mean.
+        let device = crate::backend::inference_device();
+        let logits = Tensor::<2>::from_data(TensorData::new(vec![2f32, 0.0, 0.0, 1.0], [2, 2]), &device);
+        let got: f32 = contrastive_loss(logits).into_scalar();
+        let e = std::f32::consts::E;
+        let want = (-(e * e / (e * e + 1.0)).ln() - (e / (e + 1.0)).ln()) / 2.0;
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
+
+    #[test]
+    fn retrieval_accuracy_counts_diagonal_maxima() {
+        // Row 0 picks 0 (hit), row 1 picks 0 (miss), row 2 picks 2 (hit).
+        let logits = [3.0, 1.0, 0.0, 2.0, 1.0, 0.0, 0.0, 0.5, 0.9];
+        assert!((retrieval_accuracy(&logits, 3) - 2.0 / 3.0).abs() < 1e-6);
+    }
+}
