@@ -147,6 +147,6 @@ fn bad_input_names_the_file_and_line() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.jsonl:2"), "{err}");
+    assert!(err.contains("bad.jsonl, line 2"), "{err}");
     assert!(!dir.path().join("o.jsonl").exists());
 }

@@ -10,7 +10,6 @@ use super::store::SaveDtype;
 use crate::backend::inference_device;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
@@ -151,44 +150,12 @@ struct GenerateOut {
     logprobs: Vec<f32>,
 }
 
-/// Reads a JSONL file; image paths are resolved against its folder by the caller.
-fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, ModelError> {
-    let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-    let mut out = Vec::new();
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| ModelError::io(path, e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        out.push(
-            serde_json::from_str(&line)
-                .map_err(|e| ModelError::Input(format!("{}:{}: {e}", path.display(), n + 1)))?,
-        );
-    }
-    Ok(out)
-}
-
-/// Writes JSONL to a temporary name and renames it, so a failed run leaves no partial output.
-fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), ModelError> {
-    let partial = path.with_extension("jsonl.partial");
-    let file = std::fs::File::create(&partial).map_err(|e| ModelError::io(&partial, e))?;
-    let mut writer = BufWriter::new(file);
-    for row in rows {
-        let line = serde_json::to_string(row)
-            .map_err(|e| ModelError::Json { path: path.to_path_buf(), source: e })?;
-        writeln!(writer, "{line}").map_err(|e| ModelError::io(&partial, e))?;
-    }
-    writer.flush().map_err(|e| ModelError::io(&partial, e))?;
-    drop(writer);
-    std::fs::rename(&partial, path).map_err(|e| ModelError::io(path, e))
-}
-
 /// `factrl score`: per-token log-probs of each line's response given its prompt and image. The
 /// response tokens are those of `prompt + " " + response` after the prompt's own tokens.
 pub fn score(model_dir: &Path, input: &Path, output: &Path, template: Template) -> Result<(), ModelError> {
     let folder = ModelFolder::load(model_dir, &inference_device())?;
     let base = input.parent().unwrap_or(Path::new("."));
-    let lines: Vec<ScoreLine> = read_jsonl(input)?;
+    let lines: Vec<ScoreLine> = crate::io::read_jsonl(input)?;
     let mut rows = Vec::with_capacity(lines.len());
     for chunk in lines.chunks(BATCH) {
         let (mut prompts, mut responses) = (Vec::new(), Vec::new());
@@ -213,7 +180,7 @@ pub fn score(model_dir: &Path, input: &Path, output: &Path, template: Template) 
             rows.push(ScoreOut { response_logprobs: values, sum });
         }
     }
-    write_jsonl(output, &rows)
+    Ok(crate::io::write_jsonl(output, &rows)?)
 }
 
 /// `factrl generate`: a continuation of each line's prompt.
@@ -226,7 +193,7 @@ pub fn generate_file(
 ) -> Result<(), ModelError> {
     let folder = ModelFolder::load(model_dir, &inference_device())?;
     let base = input.parent().unwrap_or(Path::new("."));
-    let lines: Vec<GenerateLine> = read_jsonl(input)?;
+    let lines: Vec<GenerateLine> = crate::io::read_jsonl(input)?;
     let items: Vec<(Option<PathBuf>, String)> =
         lines.into_iter().map(|l| (l.image.map(|p| base.join(p)), template.apply(&l.prompt))).collect();
     let rows: Vec<GenerateOut> = folder
@@ -234,7 +201,7 @@ pub fn generate_file(
         .into_iter()
         .map(|(text, g)| GenerateOut { text, token_ids: g.token_ids, logprobs: g.logprobs })
         .collect();
-    write_jsonl(output, &rows)
+    Ok(crate::io::write_jsonl(output, &rows)?)
 }
 
 impl ModelFolder {

@@ -29,22 +29,9 @@ use std::path::{Path, PathBuf};
 /// What can go wrong loading, saving or running a model; messages name the file and tensor.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// A JSON file does not parse.
-    #[error("{path}: {source}")]
-    Json {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: serde_json::Error,
-    },
+    /// Reading or writing a file failed, or a JSON file does not parse.
+    #[error(transparent)]
+    File(#[from] crate::io::IoError),
     /// A configuration the model cannot be built from.
     #[error("invalid model config: {0}")]
     Config(String),
@@ -90,6 +77,11 @@ pub enum ModelError {
 impl ModelError {
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        ModelError::Io { path: path.to_path_buf(), source }
+        ModelError::File(crate::io::IoError::Io { path: path.to_path_buf(), source })
+    }
+
+    /// A JSON error in `path`.
+    pub fn json(path: &Path, source: serde_json::Error) -> Self {
+        ModelError::File(crate::io::IoError::Json { path: path.to_path_buf(), line: None, source })
     }
 }

@@ -39,8 +39,7 @@ pub fn checkpoint_files(dir: &Path, stem: &str) -> Result<Vec<PathBuf>, ModelErr
     let index_path = dir.join(format!("{stem}.safetensors.index.json"));
     if index_path.exists() {
         let text = std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
-        let index: ShardIndex = serde_json::from_str(&text)
-            .map_err(|e| ModelError::Json { path: index_path.clone(), source: e })?;
+        let index: ShardIndex = serde_json::from_str(&text).map_err(|e| ModelError::json(&index_path, e))?;
         let shards: std::collections::BTreeSet<&String> = index.weight_map.values().collect();
         return Ok(shards.into_iter().map(|s| dir.join(s)).collect());
     }
@@ -332,8 +331,7 @@ pub fn save_tensors(
         let total: usize = encoded.iter().map(|(_, _, b)| b.len()).sum();
         let index = ShardIndex { metadata: serde_json::json!({ "total_size": total }), weight_map };
         let path = dir.join(format!("{stem}.safetensors.index.json"));
-        let json = serde_json::to_string_pretty(&index)
-            .map_err(|e| ModelError::Json { path: path.clone(), source: e })?;
+        let json = serde_json::to_string_pretty(&index).map_err(|e| ModelError::json(&path, e))?;
         std::fs::write(&path, json).map_err(|e| ModelError::io(&path, e))?;
     }
     Ok(())

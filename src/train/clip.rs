@@ -5,9 +5,10 @@
 //! decoder must find the image tokens before the tower gets a useful gradient, and the caption
 //! loss sits on the language prior for hundreds of steps (README, "Stage 0"). The contrastive
 //! objective gives the tower a direct signal: the mean of its patch features must pick out the
-//! image's caption among the batch's. The text side is a bag of words (the mean of token
-//! embeddings, projected), enough to name which objects, colours and sizes a caption lists; it is
-//! discarded after training. The run's `final/` is a full model folder whose tower is trained and
+//! image's caption among the batch's. The text side is a bag of words and of adjacent word pairs
+//! (the mean of their embeddings, projected): the words name which colours, shapes and sizes a
+//! caption lists, the pairs bind them ("red circle" is not "red" and "circle" anywhere), which the
+//! tower must then see too. It is discarded after training. The run's `final/` is a full model folder whose tower is trained and
 //! whose projector and decoder are freshly initialised, for `factrl train pretrain` to start from.
 
 pub use super::common::TrainError;
@@ -28,7 +29,7 @@ use crate::model::processor::{ClipProcessor, pixel_batch};
 use crate::model::store::{SaveDtype, checkpoint_files, collect_params, load_params, save_tensors};
 use crate::model::{Llava, ModelError};
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -41,6 +42,19 @@ use std::time::Instant;
 
 /// File stem of the contrastive heads inside a checkpoint (only needed to resume).
 const HEADS_STEM: &str = "clip_heads";
+
+/// Hash buckets of the text side's word pairs.
+const PAIR_BUCKETS: usize = 4096;
+
+/// The text side's bag of a caption's tokens: each token id, then each adjacent pair hashed into
+/// `PAIR_BUCKETS` ids after the vocabulary's.
+pub fn bag_ids(tokens: &[u32], vocab: usize) -> Vec<u32> {
+    let pairs = tokens.windows(2).map(|w| {
+        let h = (u64::from(w[0]) * 1_000_003 + u64::from(w[1])) % PAIR_BUCKETS as u64;
+        (vocab as u64 + h) as u32
+    });
+    tokens.iter().copied().chain(pairs).collect()
+}
 
 /// `factrl train clip` configuration (TOML). Paths are relative to the working folder.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -95,7 +109,7 @@ pub struct ClipConfig {
 /// The text side and the two projections into the shared embedding.
 #[derive(Module, Debug)]
 pub struct ClipHeads {
-    /// Token embeddings of the bag-of-words text encoder.
+    /// Embeddings of the text side's words and hashed word pairs ([`bag_ids`]).
     pub token_embedding: Embedding,
     /// Text features -> shared embedding.
     pub text_projection: Linear,
@@ -108,9 +122,10 @@ pub struct ClipHeads {
 impl ClipHeads {
     /// Fresh heads for a vocabulary of `vocab`, vision width `d_vision`, embedding width `e`.
     pub fn init(vocab: usize, d_vision: usize, e: usize, device: &Device) -> Self {
-        let init = Initializer::Normal { mean: 0.0, std: 0.02 };
         ClipHeads {
-            token_embedding: EmbeddingConfig::new(vocab, e).with_initializer(init).init(device),
+            // Unit-variance embeddings (burn's and PyTorch's default): with LLaMA's 0.02 the mean of
+            // a few of them starts near zero and the text side learns markedly slower.
+            token_embedding: EmbeddingConfig::new(vocab + PAIR_BUCKETS, e).init(device),
             text_projection: LinearConfig::new(e, e).init(device),
             visual_projection: LinearConfig::new(d_vision, e).init(device),
             logit_scale: Param::from_tensor(Tensor::from_data(
@@ -132,7 +147,7 @@ pub struct ClipModel {
 
 impl ClipModel {
     /// Image-to-caption similarity logits of a batch, `[n, n]` (row i: image i against every
-    /// caption).
+    /// caption, given as its [`bag_ids`]).
     fn logits(&self, pixels: Tensor<4>, captions: &[Vec<u32>]) -> Tensor<2> {
         let device = pixels.device();
         let feats = self.llava.image_features(pixels); // [n, f, d]
@@ -234,7 +249,7 @@ fn load_pairs(
             });
         }
         images.push(base.join(&r.image));
-        captions.push(ids);
+        captions.push(bag_ids(&ids, tok.get_vocab_size(true)));
     }
     Ok((images, captions))
 }
@@ -406,6 +421,16 @@ mod tests {
         let e = std::f32::consts::E;
         let want = (-(e * e / (e * e + 1.0)).ln() - (e / (e + 1.0)).ln()) / 2.0;
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
+
+    #[test]
+    fn bag_ids_are_the_words_then_their_hashed_pairs() {
+        let bag = bag_ids(&[5, 7, 5], 10);
+        assert_eq!(bag[..3], [5, 7, 5]);
+        let pair = |a: u64, b: u64| (10 + (a * 1_000_003 + b) % PAIR_BUCKETS as u64) as u32;
+        assert_eq!(bag[3..], [pair(5, 7), pair(7, 5)]);
+        assert_ne!(bag[3], bag[4], "word order matters within a pair");
+        assert_eq!(bag_ids(&[3], 10), [3]);
     }
 
     #[test]
