@@ -1,20 +1,25 @@
-# Diagnostic behind README "Stage 0": in PyTorch / transformers, does a contrastively pretrained
-# (then frozen) vision tower make a tiny LLaVA learn to use the image faster in stage 1?
-#   python3 scripts/pytorch_clip_probe.py WORLD MODEL CLIP_STEPS STEPS
-# WORLD: a `factrl world` folder; MODEL: any factrl model folder of the same config (its
-# config.json and preprocessor_config.json are used, its weights are not); CLIP_STEPS = 0 trains
-# the tower jointly instead. Prints the held-out caption loss every 50 steps.
-import torch, json, random, sys, time
+# PyTorch / transformers diagnostics behind README "Stage 0" and "What the vision tower changed".
+#   python3 scripts/pytorch_clip_probe.py WORLD MODEL CLIP_STEPS STEPS [--load] [--data TRAIN VAL] [--lr LR]
+# WORLD: a `factrl world` folder; MODEL: a factrl model folder (config.json and
+# preprocessor_config.json; its weights too with --load, the tower then frozen). CLIP_STEPS > 0
+# first trains the tower contrastively (bag of words) and freezes it. Then STEPS steps of
+# LLaVA's loss on WORLD/pretrain.json (or --data TRAIN VAL, files in WORLD), printing the held-out
+# loss every 50 steps. README figures: `WORLD MODEL 300 300` against `WORLD MODEL 0 300`, and
+# `WORLD STAGE1 0 300 --load --lookup --lr 1e-3 --warmup 10`.
+import argparse, torch, json, random, sys, time
 import numpy as np
 from PIL import Image
 from tokenizers import Tokenizer
 from transformers import LlavaForConditionalGeneration, LlavaConfig
 torch.manual_seed(0); random.seed(0); torch.set_num_threads(2)
-W=sys.argv[1].rstrip('/')+'/'
-src=sys.argv[2]
-clip_steps=int(sys.argv[3]); steps=int(sys.argv[4])
+ap=argparse.ArgumentParser()
+ap.add_argument('world'); ap.add_argument('model'); ap.add_argument('clip_steps',type=int); ap.add_argument('steps',type=int)
+ap.add_argument('--load',action='store_true'); ap.add_argument('--data',nargs=2,default=['pretrain.json','pretrain_val.json'])
+ap.add_argument('--lookup',action='store_true'); ap.add_argument('--lr',type=float,default=2e-3); ap.add_argument('--warmup',type=int,default=30)
+a=ap.parse_args()
+W=a.world.rstrip('/')+'/'; src=a.model; clip_steps=a.clip_steps; steps=a.steps
 cfg=LlavaConfig.from_pretrained(src)
-m=LlavaForConditionalGeneration(cfg)
+m=LlavaForConditionalGeneration.from_pretrained(src) if a.load else LlavaForConditionalGeneration(cfg)
 tok=Tokenizer.from_file(W+'tokenizer.json')
 pre=json.load(open(src+'/preprocessor_config.json'))
 mean=np.array(pre['image_mean']); std=np.array(pre['image_std']); S=pre['crop_size']['height'] if isinstance(pre.get('crop_size'),dict) else 48
@@ -26,9 +31,24 @@ def px(p):
         a=(np.asarray(im).astype(np.float32)/255.-mean)/std
         cache[p]=torch.tensor(a,dtype=torch.float32).permute(2,0,1)
     return cache[p]
-data=json.load(open(W+'pretrain.json'))
-val=json.load(open(W+'pretrain_val.json'))[:200]
+data=json.load(open(W+a.data[0]))
+val=json.load(open(W+a.data[1]))[:200]
+if a.lookup:
+    # Existence questions with the image's stage-1 caption written into the prompt: the answer is in
+    # the text, so only looking up the named object is left to learn.
+    caps={r['image']:r['conversations'][1]['value'] for f in ('pretrain.json','pretrain_val.json') for r in json.load(open(W+f))}
+    def lookup(f):
+        out=[]
+        for r in json.load(open(W+f)):
+            if r.get('task')=='existence' and r['image'] in caps:
+                q=r['conversations'][0]['value'].replace('<image>\n','',1)
+                r['conversations'][0]['value']='<image>\nThe image shows: '+caps[r['image']]+'\n'+q
+                out.append(r)
+        return out
+    data=lookup('sft.json'); val=lookup('sft_val.json')[:200]
 tower=m.model.vision_tower if hasattr(m,'model') and hasattr(m.model,'vision_tower') else m.vision_tower
+if a.load:
+    for p in tower.parameters(): p.requires_grad=False
 V=tok.get_vocab_size()
 if clip_steps>0:
     d=cfg.vision_config.hidden_size
@@ -70,6 +90,6 @@ for step in range(steps+1):
         print('eval',step,round(sum(ls)/len(ls),4),round(time.time()-t0,1),flush=True)
     if step==steps: break
     ids,att,pv,lab=batch(random.sample(data,32))
-    for g in opt.param_groups: g['lr']=2e-3*min(1,(step+1)/30)
+    for g in opt.param_groups: g['lr']=a.lr*min(1,(step+1)/a.warmup)
     out=m(input_ids=ids, attention_mask=att, pixel_values=pv, labels=lab)
     opt.zero_grad(); out.loss.backward(); torch.nn.utils.clip_grad_norm_(m.parameters(),1.0); opt.step()
