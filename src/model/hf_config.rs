@@ -11,14 +11,14 @@ impl LlavaConfig {
     /// Reads a Hugging Face `config.json`.
     pub fn from_hf_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let hf: HfLlavaConfig = serde_json::from_str(&text).map_err(|e| ModelError::json(&path, e))?;
+        let hf: HfLlavaConfig = serde_json::from_str(&text).map_err(|e| ModelError::json(path, e))?;
         hf.into_config().map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))
     }
 
     /// Writes a Hugging Face `config.json` for `LlavaForConditionalGeneration`.
     pub fn save_hf_file(&self, path: &Path) -> Result<(), ModelError> {
         let json = serde_json::to_string_pretty(&HfLlavaConfig::from_config(self))
-            .map_err(|e| ModelError::json(&path, e))?;
+            .map_err(|e| ModelError::json(path, e))?;
         std::fs::write(path, json).map_err(|e| ModelError::io(path, e))
     }
 }

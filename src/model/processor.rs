@@ -154,7 +154,7 @@ impl ClipProcessor {
     /// Reads `preprocessor_config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| ModelError::json(&path, e))
+        serde_json::from_str(&text).map_err(|e| ModelError::json(path, e))
     }
 
     /// Writes `preprocessor_config.json` as transformers expects it.
