@@ -82,7 +82,7 @@ fn setup(tmp: &Path) -> PathBuf {
         format!(
             "out = \"{t}/ppo\"\nprompts = \"{w}/ppo_prompts.json\"\npolicy = \"{p}\"\nreward_model = \"{r}\"\n\
              val_prompts = 8\nmax_new_tokens = 24\nrollout_batch = 16\ngeneration_batch = 16\nminibatch = 8\n\
-             iterations = 30\nlr = 2e-3\nmin_lr = 2e-3\nwarmup_steps = 0\neval_every = 10\ncheckpoint_every = 2\n\
+             iterations = 30\nlr = 1e-3\nmin_lr = 1e-3\nwarmup_steps = 0\neval_every = 10\ncheckpoint_every = 2\n\
              {top}[shaping]\nbeta = 0.01\nreward_scale = 1.0\nreward_clip = 0.0\nlength_penalty = 0.0\ncorrectness_bonus = 0.0\n{shaping}\n",
             t = tmp.display(),
             w = w.display(),

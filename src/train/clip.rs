@@ -17,7 +17,7 @@ use super::common::{
     state_step,
 };
 use super::config;
-use super::optim::clip_global_norm;
+use super::optim::{adamw, clip_global_norm};
 use super::run::RunDir;
 use super::schedule::warmup_cosine;
 use super::sft::{Part, freeze};
@@ -30,7 +30,7 @@ use crate::model::store::{SaveDtype, checkpoint_files, collect_params, load_para
 use crate::model::{Llava, ModelError};
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
@@ -311,7 +311,7 @@ pub fn train(cfg: &ClipConfig, resume: bool, halt_after: Option<usize>) -> Resul
     // 2. Optimiser and schedule.
     let per_epoch = train_pixels.len() / cfg.batch_size;
     let total = (cfg.epochs * per_epoch).max(1).min(cfg.max_steps.unwrap_or(usize::MAX));
-    let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init();
+    let mut optim = adamw(cfg.weight_decay).init();
     let mut step = 0;
     if let Some(ck) = &checkpoint {
         let state;

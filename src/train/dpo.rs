@@ -7,7 +7,7 @@ use super::common::{
     state_step,
 };
 use super::config;
-use super::optim::clip_global_norm;
+use super::optim::{adamw, clip_global_norm};
 use super::reward::{PrefPair, load_pairs, pair_metrics, split_by_image};
 use super::run::RunDir;
 use super::schedule::warmup_cosine;
@@ -17,7 +17,7 @@ use crate::data::chat;
 use crate::model::Llava;
 use crate::model::jobs::ModelFolder;
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -254,7 +254,7 @@ pub fn train(cfg: &DpoConfig, resume: bool, halt_after: Option<usize>) -> Result
     let lens: Vec<usize> = train_enc.iter().map(|e| e.chosen.len() + e.rejected.len()).collect();
     let per_epoch = train.len().div_ceil(cfg.batch_size);
     let total = (cfg.epochs * per_epoch).max(1).min(cfg.max_steps.unwrap_or(usize::MAX));
-    let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init();
+    let mut optim = adamw(cfg.weight_decay).init();
     let mut step = 0;
     if let Some(ck) = &checkpoint {
         let state;

@@ -12,7 +12,7 @@ use super::common::{
     state_step,
 };
 use super::config;
-use super::optim::clip_global_norm;
+use super::optim::{adamw, clip_global_norm};
 use super::reward::{RewardFolder, RewardModel, encode_reward_input};
 use super::run::RunDir;
 use super::schedule::warmup_cosine;
@@ -29,7 +29,7 @@ use crate::model::processor::ClipProcessor;
 use crate::model::store::collect_params;
 use crate::model::{ImageInput, Llava, ModelError, PaddingSide, TextBatch};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -663,7 +663,7 @@ pub fn train(cfg: &PpoConfig, resume: bool, halt_after: Option<usize>) -> Result
     // 3. Optimiser and schedule: every iteration takes ppo_epochs * ceil(rollout / minibatch) steps.
     let per_iter = cfg.ppo_epochs * cfg.rollout_batch.div_ceil(cfg.minibatch);
     let total_steps = (cfg.iterations * per_iter).max(1);
-    let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init();
+    let mut optim = adamw(cfg.weight_decay).init();
     let (mut it, mut progress) = (0, Progress { beta: cfg.shaping.beta, first: None, eval_first: None });
     if let Some(ck) = &checkpoint {
         let state;

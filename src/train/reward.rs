@@ -12,7 +12,7 @@ use super::common::{
     state_step,
 };
 use super::config;
-use super::optim::clip_global_norm;
+use super::optim::{adamw, clip_global_norm};
 use super::run::RunDir;
 use super::schedule::warmup_cosine;
 use super::sft::{Part, epoch_batches, freeze};
@@ -26,7 +26,7 @@ use crate::model::llava::ScalarHead;
 use crate::model::processor::pixel_batch;
 use crate::model::{ImageInput, Llava, ModelError, PaddingSide, TextBatch};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
@@ -548,7 +548,7 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
     let lens: Vec<usize> = train.iter().map(|p| p.chosen.len() + p.rejected.len()).collect();
     let per_epoch = train.len().div_ceil(cfg.batch_size);
     let total = (cfg.epochs * per_epoch).max(1).min(cfg.max_steps.unwrap_or(usize::MAX));
-    let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init();
+    let mut optim = adamw(cfg.weight_decay).init();
     let (mut step, mut best) = (0, Best::default());
     if let Some(ck) = &checkpoint {
         let state;

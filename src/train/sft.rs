@@ -8,7 +8,7 @@ use super::common::{
     save_model_folder, say, state_step,
 };
 use super::config;
-use super::optim::clip_global_norm;
+use super::optim::{adamw, clip_global_norm};
 use super::run::RunDir;
 use super::schedule::warmup_cosine;
 use crate::backend::training_device;
@@ -20,7 +20,7 @@ use crate::model::checkpoint::load_llava;
 use crate::model::processor::ClipProcessor;
 use crate::model::{Llava, LlavaConfig, TextBatch};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -313,7 +313,7 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
     let micro_per_epoch = lens.len().div_ceil(cfg.batch_size);
     let total =
         (cfg.epochs * micro_per_epoch / cfg.grad_accum).max(1).min(cfg.max_steps.unwrap_or(usize::MAX));
-    let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init();
+    let mut optim = adamw(cfg.weight_decay).init();
     let (mut model, mut step) = (model, 0);
     if let Some(ck) = &checkpoint {
         let state;
