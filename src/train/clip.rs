@@ -20,7 +20,7 @@ use super::config;
 use super::optim::{adamw, clip_global_norm};
 use super::run::RunDir;
 use super::schedule::warmup_cosine;
-use super::sft::{Part, freeze};
+use super::sft::{Part, epoch_batches, freeze};
 use crate::backend::training_device;
 use crate::data::formats::{Conversation, Role};
 use crate::io;
@@ -33,9 +33,6 @@ use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -321,21 +318,20 @@ pub fn train(cfg: &ClipConfig, resume: bool, halt_after: Option<usize>) -> Resul
     let mut metrics = run.metrics(checkpoint.as_ref().map(|_| step))?;
     let bar = progress_bar(total, step, &cfg.out);
 
-    // 3. The loop: each epoch a fresh seeded shuffle, cut into full batches.
-    let (mut order_cache, mut last_loss, mut last_eval) = (None::<(usize, Vec<usize>)>, f32::NAN, None);
+    // 3. The loop: each epoch SFT's seeded shuffle (all pairs of one length), full batches only,
+    // so every image meets `batch_size - 1` other captions.
+    let (mut epoch_cache, mut last_loss, mut last_eval) = (None::<(usize, Vec<Vec<usize>>)>, f32::NAN, None);
+    let same_length = vec![0; train_pixels.len()];
     let stop = halt_after.map_or(total, |n| (step + n).min(total));
     while step < stop {
         let epoch = step / per_epoch;
-        if order_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            let mut rng =
-                ChaCha8Rng::seed_from_u64(cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let mut order: Vec<usize> = (0..train_pixels.len()).collect();
-            order.shuffle(&mut rng);
-            order_cache = Some((epoch, order));
+        if epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut batches = epoch_batches(&same_length, cfg.batch_size, cfg.seed, epoch);
+            batches.retain(|b| b.len() == cfg.batch_size);
+            epoch_cache = Some((epoch, batches));
         }
-        let order = order_cache.as_ref().map(|(_, o)| o.as_slice()).unwrap_or_default();
-        let k = step % per_epoch;
-        let rows = &order[k * cfg.batch_size..(k + 1) * cfg.batch_size];
+        let batches = epoch_cache.as_ref().map(|(_, b)| b.as_slice()).unwrap_or_default();
+        let rows = &batches[step % per_epoch];
         let pixels =
             pixel_batch(rows.iter().map(|&i| train_pixels[i].clone()).collect(), side, side, &device);
         let captions: Vec<Vec<u32>> = rows.iter().map(|&i| train_captions[i].clone()).collect();
