@@ -58,6 +58,10 @@ const CLIP: Shipped = Shipped { file: "configs/clip.toml", text: include_str!(".
 const PRETRAIN: Shipped =
     Shipped { file: "configs/pretrain.toml", text: include_str!("../configs/pretrain.toml") };
 const SFT: Shipped = Shipped { file: "configs/sft.toml", text: include_str!("../configs/sft.toml") };
+const SFT_FOCUS: Shipped =
+    Shipped { file: "configs/sft_focus.toml", text: include_str!("../configs/sft_focus.toml") };
+const SFT_RETURN: Shipped =
+    Shipped { file: "configs/sft_return.toml", text: include_str!("../configs/sft_return.toml") };
 const REWARD: Shipped = Shipped { file: "configs/reward.toml", text: include_str!("../configs/reward.toml") };
 const PPO: Shipped = Shipped { file: "configs/ppo.toml", text: include_str!("../configs/ppo.toml") };
 
@@ -216,9 +220,14 @@ fn run_seed(opts: &DemoOptions, seed: u64) -> Result<Vec<(String, EvalReport)>, 
         }
         Ok(())
     })?;
-    for (name, shipped, init, data, sets) in
-        [("pretrain", &PRETRAIN, "clip", "pretrain", b.pretrain), ("sft", &SFT, "pretrain", "sft", b.sft)]
-    {
+    // Stage 2 in three runs: the instruction mix, existence questions alone, the mix again (README,
+    // "Stage 2"); `sft` is the last.
+    for (name, shipped, init, data, sets) in [
+        ("pretrain", &PRETRAIN, "clip", "pretrain", b.pretrain),
+        ("sft-mix", &SFT, "pretrain", "sft", b.sft),
+        ("sft-focus", &SFT_FOCUS, "sft-mix", "sft", b.sft),
+        ("sft", &SFT_RETURN, "sft-focus", "sft", b.sft),
+    ] {
         stage(&l.root, seed, name, &l.model(name), || {
             let paths = vec![
                 path_set("init", &l.model(init)),
@@ -319,7 +328,12 @@ fn curves(root: &Path) -> Result<Vec<Curve>, IoError> {
             ("held-out accuracy".into(), report::series(&run("clip"), "eval_accuracy")?),
         ],
     }];
-    for (title, name) in [("pretraining loss", "pretrain"), ("SFT loss", "sft")] {
+    for (title, name) in [
+        ("pretraining loss", "pretrain"),
+        ("SFT loss, instruction mix", "sft-mix"),
+        ("SFT loss, existence questions alone", "sft-focus"),
+        ("SFT loss, back to the mix", "sft"),
+    ] {
         out.push(Curve {
             title: title.into(),
             series: vec![

@@ -101,6 +101,42 @@ fn config_errors_name_the_key() {
 }
 
 #[test]
+fn a_focus_run_trains_on_the_named_tasks_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let c = config.to_str().unwrap();
+    let sft = tmp.path().join("world/sft.json");
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&sft).unwrap()).unwrap();
+    let existence = records.iter().filter(|r| r["task"] == "existence").count();
+    assert!(existence > 8 && existence < records.len());
+    let out = tmp.path().join("focus");
+    let sets = [
+        format!("train={}", sft.display()),
+        format!("val={}", sft.display()),
+        format!("out={}", out.display()),
+        "tasks=[\"existence\"]".to_string(),
+        "max_steps=1000".into(),
+        "epochs=1".into(),
+        "grad_accum=1".into(),
+    ];
+    let mut args = vec!["train", "sft", "--config", c];
+    for s in &sets {
+        args.extend(["--set", s.as_str()]);
+    }
+    let r = factrl(&args);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // One epoch of 8-record batches over the existence records alone.
+    let last = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(last.lines().last().unwrap()).unwrap();
+    assert_eq!(last["step"].as_u64().unwrap() as usize, existence.div_ceil(8));
+    // The captions have no existence questions: a clear error, no run.
+    let r = factrl(&["train", "sft", "--config", c, "--set", "tasks=[\"existence\"]"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(err.contains("pretrain.json") && err.contains("no records of tasks"), "{err}");
+}
+
+#[test]
 fn clip_stage_learns_to_match_images_and_captions_and_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let world = tmp.path().join("world");

@@ -13,7 +13,7 @@ use super::run::RunDir;
 use super::schedule::warmup_cosine;
 use crate::backend::training_device;
 use crate::data::chat;
-use crate::data::formats::Conversation;
+use crate::data::formats::{Conversation, Task};
 use crate::io;
 use crate::model::batch::PaddingSide;
 use crate::model::checkpoint::load_llava;
@@ -67,6 +67,10 @@ pub struct SftConfig {
     pub val: Option<PathBuf>,
     /// Held-out records per eval.
     pub val_records: usize,
+    /// Train and evaluate only on records whose `task` is one of these (a focus phase, e.g.
+    /// `["existence"]`); empty (the default): every record.
+    #[serde(default)]
+    pub tasks: Vec<Task>,
     /// Model folder to start from; without it, a new `LlavaConfig::tiny` model over `tokenizer`.
     #[serde(default)]
     pub init: Option<PathBuf>,
@@ -124,6 +128,7 @@ struct Example {
 /// Conversations of a file as training examples; images go into `images` (path -> index).
 fn load_examples(
     file: &Path,
+    tasks: &[Task],
     limit: Option<usize>,
     tok: &Tokenizer,
     model: &LlavaConfig,
@@ -134,7 +139,8 @@ fn load_examples(
     let per_image = model.image_features();
     let data_err = |message: String| TrainError::Data { file: file.to_path_buf(), message };
     let mut out = Vec::new();
-    for r in records.iter().take(limit.unwrap_or(usize::MAX)) {
+    let chosen = records.iter().filter(|r| tasks.is_empty() || r.task.is_some_and(|t| tasks.contains(&t)));
+    for r in chosen.take(limit.unwrap_or(usize::MAX)) {
         let enc =
             chat::encode(tok, &r.conversations).map_err(|e| data_err(format!("record {}: {e}", r.id)))?;
         let placeholders = enc.ids.iter().filter(|&&i| i == model.image_token_id).count();
@@ -292,14 +298,26 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
 
     // 2. Data, and the image table (features once when the tower is frozen).
     let mut image_index = BTreeMap::new();
-    let train = load_examples(&cfg.train, None, &tok, &model.config, &mut image_index)?;
+    let nonempty = |examples: Vec<Example>, file: &Path| {
+        if !examples.is_empty() {
+            return Ok(examples);
+        }
+        let message = if cfg.tasks.is_empty() {
+            "no records".into()
+        } else {
+            format!("no records of tasks {:?}", cfg.tasks)
+        };
+        Err(TrainError::Data { file: file.to_path_buf(), message })
+    };
+    let train = load_examples(&cfg.train, &cfg.tasks, None, &tok, &model.config, &mut image_index)?;
+    let train = nonempty(train, &cfg.train)?;
     let val = match &cfg.val {
-        Some(v) => load_examples(v, Some(cfg.val_records), &tok, &model.config, &mut image_index)?,
+        Some(v) => nonempty(
+            load_examples(v, &cfg.tasks, Some(cfg.val_records), &tok, &model.config, &mut image_index)?,
+            v,
+        )?,
         None => Vec::new(),
     };
-    if train.is_empty() {
-        return Err(TrainError::Data { file: cfg.train.clone(), message: "no records".into() });
-    }
     let mut processor = processor;
     if source.is_none() {
         // A new model: normalise with the statistics of (up to 512 of) its training images.
