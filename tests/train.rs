@@ -8,6 +8,16 @@ fn factrl(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_factrl")).args(args).output().unwrap()
 }
 
+/// `factrl train sft --config CONFIG`, each of `sets` as `--set`, then `extra`.
+fn train_sft(config: &str, sets: &[String], extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["train", "sft", "--config", config];
+    for s in sets {
+        args.extend(["--set", s.as_str()]);
+    }
+    args.extend(extra);
+    factrl(&args)
+}
+
 /// A small world and a pretraining config over it that trains every part for 6 steps.
 fn setup(tmp: &Path) -> PathBuf {
     let world = tmp.join("world");
@@ -72,6 +82,58 @@ fn resumed_run_reaches_the_weights_of_an_uninterrupted_one() {
 }
 
 #[test]
+fn a_lora_run_trains_adapters_only_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let c = config.to_str().unwrap();
+    // A base to adapt: the 6-step run of `setup`.
+    let base = tmp.path().join("base");
+    let r = factrl(&["train", "pretrain", "--config", c, "--set", &format!("out={}", base.display())]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let run = |out: &Path, extra: &[&str]| {
+        let sets = [
+            format!("out={}", out.display()),
+            format!("init={}", base.join("final").display()),
+            "trainable=[\"projector\", \"decoder\"]".into(),
+            "lora.rank=4".into(),
+            "lora.alpha=8".into(),
+            "lora.targets=[\"q_proj\", \"v_proj\"]".into(),
+        ];
+        train_sft(c, &sets, extra)
+    };
+    let (whole, parts) = (tmp.path().join("whole"), tmp.path().join("parts"));
+    let r = run(&whole, &[]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = run(&parts, &["--halt-after", "3"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = run(&parts, &["--resume"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(weights(&whole.join("final")) == weights(&parts.join("final")), "resumed weights differ");
+
+    // Adapted projections and the projector changed; the rest of the decoder did not.
+    let load = |d: &Path| {
+        let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        st.tensors()
+            .into_iter()
+            .map(|(k, v)| (k, v.data().to_vec()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (before, after) = (load(&base.join("final")), load(&whole.join("final")));
+    let changed = |key: &str| {
+        let k = before.keys().find(|k| k.ends_with(key)).unwrap_or_else(|| panic!("no {key}"));
+        before[k] != after[k]
+    };
+    assert!(changed("layers.0.self_attn.q_proj.weight"));
+    assert!(changed("layers.0.self_attn.v_proj.weight"));
+    assert!(changed("multi_modal_projector.linear_1.weight"));
+    assert!(!changed("layers.0.self_attn.k_proj.weight"));
+    assert!(!changed("layers.0.mlp.up_proj.weight"));
+    assert!(!changed("embed_tokens.weight"));
+    assert!(!changed("layers.0.input_layernorm.weight"));
+}
+
+#[test]
 fn a_diverging_run_stops_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let config = setup(tmp.path());
@@ -119,11 +181,7 @@ fn a_focus_run_trains_on_the_named_tasks_only() {
         "epochs=1".into(),
         "grad_accum=1".into(),
     ];
-    let mut args = vec!["train", "sft", "--config", c];
-    for s in &sets {
-        args.extend(["--set", s.as_str()]);
-    }
-    let r = factrl(&args);
+    let r = train_sft(c, &sets, &[]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     // One epoch of 8-record batches over the existence records alone.
     let last = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();

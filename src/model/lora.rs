@@ -9,10 +9,12 @@
 use super::ModelError;
 use super::llava::Llava;
 use burn::module::{Lora, Module, ParamGroup};
+use serde::{Deserialize, Serialize};
 
 /// A decoder projection LoRA can adapt (PEFT's `target_modules` names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[value(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum LoraTarget {
     /// Attention query.
     QProj,
@@ -57,8 +59,9 @@ impl LoraTarget {
     }
 }
 
-/// LoRA settings.
-#[derive(Debug, Clone, PartialEq)]
+/// LoRA settings (a trainer config's `[lora]` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoraConfig {
     /// Rank of `A B`.
     pub rank: usize,
@@ -66,9 +69,15 @@ pub struct LoraConfig {
     pub alpha: f64,
     /// Dropout on the adapter's input. burn adapts the weight, not the activation, so only 0 is
     /// accepted.
+    #[serde(default)]
     pub dropout: f64,
-    /// Adapted projections, in every decoder layer.
+    /// Adapted projections, in every decoder layer; default all seven.
+    #[serde(default = "all_targets")]
     pub targets: Vec<LoraTarget>,
+}
+
+fn all_targets() -> Vec<LoraTarget> {
+    LoraTarget::ALL.to_vec()
 }
 
 /// Attaches adapters to `config.targets` and freezes every other parameter.

@@ -17,6 +17,7 @@ use crate::data::formats::{Conversation, Task};
 use crate::io;
 use crate::model::batch::PaddingSide;
 use crate::model::checkpoint::load_llava;
+use crate::model::lora::{LoraConfig, apply_lora};
 use crate::model::processor::ClipProcessor;
 use crate::model::{Llava, LlavaConfig, TextBatch};
 use burn::module::Module;
@@ -86,6 +87,11 @@ pub struct SftConfig {
     pub patch_size: Option<usize>,
     /// Parts that train: any of "vision", "projector", "decoder".
     pub trainable: Vec<Part>,
+    /// Train the decoder through LoRA adapters instead of all its weights (`[lora]` with `rank`,
+    /// `alpha`, optional `targets`); the other parts in `trainable` train in full. Saved models
+    /// have the adapters merged.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
     /// Peak learning rate (AdamW).
     pub lr: f64,
     /// Learning rate at the end of the cosine decay.
@@ -117,6 +123,10 @@ pub struct SftConfig {
     /// Steps between checkpoints.
     pub checkpoint_every: usize,
 }
+
+/// A LoRA run's checkpoint file of the unmerged model (base weights and adapters): the model
+/// folder beside it holds merged weights, from which the adapters cannot be recovered.
+const TRAINING_RECORD: &str = "training.bpk";
 
 /// One training sequence: ids with the image placeholder expanded, targets, and its image.
 struct Example {
@@ -225,6 +235,24 @@ pub fn loss_weights(targets: &[&[bool]], t: usize, average: LossAverage) -> (Vec
     (weights, tokens)
 }
 
+/// The model as it trains: the parts not in `trainable` frozen, and with `lora`, the decoder
+/// frozen but for adapters on its projections.
+pub fn prepare(model: Llava, trainable: &[Part], lora: Option<&LoraConfig>) -> Result<Llava, TrainError> {
+    let Some(lora) = lora else { return Ok(freeze(model, trainable)) };
+    if !trainable.contains(&Part::Decoder) {
+        return Err(TrainError::Setting("`lora` adapts the decoder: list \"decoder\" in `trainable`".into()));
+    }
+    // apply_lora freezes every base weight; the other trainable parts train in full.
+    let mut model = apply_lora(model, lora)?;
+    if trainable.contains(&Part::Vision) {
+        model.vision_tower = model.vision_tower.unfreeze();
+    }
+    if trainable.contains(&Part::Projector) {
+        model.multi_modal_projector = model.multi_modal_projector.unfreeze();
+    }
+    Ok(model)
+}
+
 /// Freezes the parts that do not train.
 pub fn freeze(mut model: Llava, trainable: &[Part]) -> Llava {
     if !trainable.contains(&Part::Vision) {
@@ -275,9 +303,13 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
     let device: Device = training_device();
     device.seed(cfg.seed);
 
-    // 1. Model, tokenizer, processor: from the checkpoint, the init folder, or new.
+    // 1. Model, tokenizer, processor: from the checkpoint, the init folder, or new. A LoRA run
+    // starts again from `init` and then loads its unmerged weights and adapters (`training.bpk`).
     let checkpoint = if resume { run.checkpoint() } else { None };
-    let source = checkpoint.clone().or_else(|| cfg.init.clone());
+    let source = match cfg.lora {
+        None => checkpoint.clone().or_else(|| cfg.init.clone()),
+        Some(_) => cfg.init.clone(),
+    };
     let (model, tokenizer_path, processor) = match &source {
         Some(dir) => (
             load_llava(dir, &device)?,
@@ -293,7 +325,13 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
         }
     };
     let tok = load_tokenizer(&tokenizer_path)?;
-    let model = freeze(model, &cfg.trainable);
+    let mut model = prepare(model, &cfg.trainable, cfg.lora.as_ref())?;
+    if let (Some(ck), Some(_)) = (&checkpoint, &cfg.lora) {
+        let path = ck.join(TRAINING_RECORD);
+        model = model
+            .try_load_file(&path)
+            .map_err(|e| TrainError::Data { file: path, message: format!("{e:?}") })?;
+    }
     let pad = model.config.pad_token_id.or(model.config.eos_token_id).unwrap_or(0);
 
     // 2. Data, and the image table (features once when the tower is frozen).
@@ -394,7 +432,15 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
         if step % cfg.checkpoint_every.max(1) == 0 || step == stop {
             let state = serde_json::json!({"step": step});
             save_checkpoint(&run, &model, &optim, &state, |dir| {
-                save_model_folder(&model, &tokenizer_path, &processor, dir)
+                save_model_folder(&model, &tokenizer_path, &processor, dir)?;
+                if cfg.lora.is_some() {
+                    let path = dir.join(TRAINING_RECORD);
+                    model
+                        .clone()
+                        .save_file(&path)
+                        .map_err(|e| TrainError::Data { file: path, message: format!("{e:?}") })?;
+                }
+                Ok(())
             })?;
         }
     }
