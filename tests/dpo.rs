@@ -33,4 +33,21 @@ fn dpo_learns_the_planted_hallucination_pairs() {
         .collect();
     assert_eq!(evals.len(), 3);
     assert!(*evals.last().unwrap() >= 0.8, "held-out accuracy {evals:?}");
+
+    // Through LoRA adapters: a stopped and resumed run ends where an uninterrupted one does.
+    let run = |out: &str, extra: &[&str]| {
+        let out = format!("out={}/{out}", t.display());
+        let c = config.to_str().unwrap();
+        let sets = ["--set", "max_steps=4", "--set", "checkpoint_every=2", "--set", "lora.rank=4"];
+        let mut args = vec!["train", "dpo", "--config", c, "--set", &out, "--set", "lora.alpha=8"];
+        args.extend(sets);
+        args.extend(extra);
+        factrl_ok(&args);
+    };
+    run("whole", &[]);
+    run("parts", &["--halt-after", "2"]);
+    run("parts", &["--resume"]);
+    let read = |d: &str| std::fs::read(t.join(d).join("final/model.safetensors")).unwrap();
+    assert!(read("whole") == read("parts"), "LoRA DPO weights differ after resume");
+    assert!(read("whole") != std::fs::read(model.join("model.safetensors")).unwrap());
 }

@@ -132,6 +132,16 @@ fn ppo_raises_the_held_out_reward_with_bounded_kl_and_resumes_exactly() {
     factrl_ok(&["train", "ppo", "--config", c, "--set", &parts, "--resume"]);
     let read = |d: &str| std::fs::read(tmp.path().join(d).join("final/model.safetensors")).unwrap();
     assert!(read("ppo") == read("parts"), "resumed policy differs");
+
+    // Through LoRA adapters on both decoders: the same, from checkpoints that keep them unmerged.
+    let lora = ["--set", "lora.rank=4", "--set", "lora.alpha=8", "--set", "iterations=3"];
+    let (whole, parts) =
+        (format!("out={}/lora", tmp.path().display()), format!("out={}/lora-parts", tmp.path().display()));
+    factrl_ok(&[&["train", "ppo", "--config", c, "--set", &whole][..], &lora].concat());
+    factrl_ok(&[&["train", "ppo", "--config", c, "--set", &parts, "--halt-after", "2"][..], &lora].concat());
+    factrl_ok(&[&["train", "ppo", "--config", c, "--set", &parts, "--resume"][..], &lora].concat());
+    assert!(read("lora") == read("lora-parts"), "resumed LoRA policy differs");
+    assert!(read("lora") != read("ppo"));
 }
 
 #[test]

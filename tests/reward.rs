@@ -70,25 +70,30 @@ fn reward_model_learns_a_planted_hallucination_and_scores_files() {
 }
 
 #[test]
-fn resumed_reward_run_reaches_the_same_model_and_no_facts_is_recorded() {
+fn resumed_reward_run_reaches_the_same_model_in_full_and_with_lora_and_no_facts_is_recorded() {
     let tmp = tempfile::tempdir().unwrap();
     let config = setup(tmp.path());
     let c = config.to_str().unwrap();
     let out = |d: &str| format!("out={}/{d}", tmp.path().display());
     let short = ["--set", "max_steps=6", "--set", "eval_every=3", "--set", "checkpoint_every=2"];
-    let run = |extra: &[&str]| {
+    let run = |extra: &[&str], lora: &[&str]| {
         let mut args = vec!["train", "reward", "--config", c];
         args.extend(short);
         args.extend(extra);
+        args.extend(lora);
         factrl_ok(&args);
     };
-    run(&["--set", &out("whole"), "--no-facts"]);
-    run(&["--set", &out("parts"), "--no-facts", "--halt-after", "3"]);
-    assert!(!tmp.path().join("parts/final").exists());
-    run(&["--set", &out("parts"), "--no-facts", "--resume"]);
-    for file in ["model.safetensors", "scalar_head.safetensors"] {
-        let read = |d: &str| std::fs::read(tmp.path().join(d).join("final").join(file)).unwrap();
-        assert!(read("whole") == read("parts"), "{file} differs after resume");
+    // In full and through LoRA adapters (whose checkpoint keeps the unmerged model).
+    for (tag, extra) in [("", vec![]), ("-lora", vec!["--set", "lora.rank=4", "--set", "lora.alpha=8"])] {
+        let (whole, parts) = (format!("whole{tag}"), format!("parts{tag}"));
+        run(&["--set", &out(&whole), "--no-facts"], &extra);
+        run(&["--set", &out(&parts), "--no-facts", "--halt-after", "3"], &extra);
+        assert!(!tmp.path().join(&parts).join("final").exists());
+        run(&["--set", &out(&parts), "--no-facts", "--resume"], &extra);
+        for file in ["model.safetensors", "scalar_head.safetensors"] {
+            let read = |d: &str| std::fs::read(tmp.path().join(d).join("final").join(file)).unwrap();
+            assert!(read(&whole) == read(&parts), "{file} differs after resume ({tag})");
+        }
     }
     let info = std::fs::read_to_string(tmp.path().join("whole/final/reward.json")).unwrap();
     assert!(info.contains("false"), "{info}");

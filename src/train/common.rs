@@ -213,6 +213,31 @@ pub fn resume_checkpoint<M: Module>(
     Ok((module, optim, state))
 }
 
+/// A LoRA run's checkpoint file of the unmerged trained module (base weights and adapters): the
+/// model folders beside it hold merged weights, from which the adapters cannot be recovered.
+const TRAINING_RECORD: &str = "training.bpk";
+
+/// The folder a run's weights start from: its checkpoint when resuming a full run, else `init`. A
+/// LoRA run starts from `init` again and then [`load_training_record`] restores the rest.
+pub fn weights_source(checkpoint: Option<&Path>, init: &Path, lora: bool) -> PathBuf {
+    match checkpoint {
+        Some(ck) if !lora => ck.to_path_buf(),
+        _ => init.to_path_buf(),
+    }
+}
+
+/// Writes `module` unmerged into checkpoint folder `dir` (LoRA runs).
+pub fn save_training_record<M: Module>(module: &M, dir: &Path) -> Result<(), TrainError> {
+    let path = dir.join(TRAINING_RECORD);
+    module.clone().save_file(&path).map_err(|e| TrainError::Data { file: path, message: format!("{e:?}") })
+}
+
+/// Loads the unmerged module a LoRA run saved in checkpoint `ck` into `module` (same structure).
+pub fn load_training_record<M: Module>(module: M, ck: &Path) -> Result<M, TrainError> {
+    let path = ck.join(TRAINING_RECORD);
+    module.try_load_file(&path).map_err(|e| TrainError::Data { file: path, message: format!("{e:?}") })
+}
+
 /// The step saved in a checkpoint's state.
 pub fn state_step(state: &serde_json::Value) -> usize {
     state["step"].as_u64().unwrap_or(0) as usize

@@ -3,19 +3,20 @@
 //! training, with the scoring path ([`Llava::response_logprobs`]).
 
 use super::common::{
-    ImageTable, TrainError, host, progress_bar, resume_checkpoint, save_checkpoint, save_model_folder, say,
-    state_step,
+    ImageTable, TrainError, host, load_training_record, progress_bar, resume_checkpoint, save_checkpoint,
+    save_model_folder, save_training_record, say, state_step, weights_source,
 };
 use super::config;
 use super::optim::{adamw, clip_global_norm};
 use super::reward::{PrefPair, load_pairs, pair_metrics, split_by_image};
 use super::run::RunDir;
 use super::schedule::warmup_cosine;
-use super::sft::{Part, epoch_batches, freeze};
+use super::sft::{Part, epoch_batches, prepare};
 use crate::backend::{inference_device, training_device};
 use crate::data::chat;
 use crate::model::Llava;
 use crate::model::jobs::ModelFolder;
+use crate::model::lora::LoraConfig;
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::activation::log_sigmoid;
@@ -45,6 +46,10 @@ pub struct DpoConfig {
     pub reference: Option<PathBuf>,
     /// Parts that train: "projector", "decoder" (the tower stays frozen).
     pub trainable: Vec<Part>,
+    /// Train the decoder through LoRA adapters (`[lora]`: `rank`, `alpha`, optional `targets`)
+    /// instead of all its weights; saved models have the adapters merged.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
     /// DPO's beta: strength of the implicit KL leash.
     pub beta: f64,
     /// Peak learning rate (AdamW).
@@ -219,8 +224,12 @@ pub fn train(cfg: &DpoConfig, resume: bool, halt_after: Option<usize>) -> Result
 
     // 1. Policy (from the checkpoint on resume) and the frozen reference.
     let checkpoint = if resume { run.checkpoint() } else { None };
-    let folder = ModelFolder::load(checkpoint.as_ref().unwrap_or(&cfg.policy), &device)?;
-    let mut policy = freeze(folder.model.clone(), &cfg.trainable);
+    let source = weights_source(checkpoint.as_deref(), &cfg.policy, cfg.lora.is_some());
+    let folder = ModelFolder::load(&source, &device)?;
+    let mut policy = prepare(folder.model.clone(), &cfg.trainable, cfg.lora.as_ref())?;
+    if let (Some(ck), Some(_)) = (&checkpoint, &cfg.lora) {
+        policy = load_training_record(policy, ck)?;
+    }
     let reference = ModelFolder::load(cfg.reference.as_ref().unwrap_or(&cfg.policy), &inference_device())?;
 
     // 2. Pairs, the split, features once, reference log-probs once.
@@ -312,7 +321,11 @@ pub fn train(cfg: &DpoConfig, resume: bool, halt_after: Option<usize>) -> Result
         if step % cfg.checkpoint_every.max(1) == 0 || step == stop {
             let state = serde_json::json!({"step": step});
             save_checkpoint(&run, &policy, &optim, &state, |dir| {
-                save_model_folder(&policy, &folder.tokenizer_path, &folder.processor, dir)
+                save_model_folder(&policy, &folder.tokenizer_path, &folder.processor, dir)?;
+                match cfg.lora {
+                    Some(_) => save_training_record(&policy, dir),
+                    None => Ok(()),
+                }
             })?;
         }
     }

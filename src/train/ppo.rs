@@ -8,15 +8,15 @@
 //! The math is in small pure functions below; [`train`] orchestrates.
 
 use super::common::{
-    ImageTable, TrainError, host, progress_bar, resume_checkpoint, save_checkpoint, save_model_folder, say,
-    state_step,
+    ImageTable, TrainError, host, load_training_record, progress_bar, resume_checkpoint, save_checkpoint,
+    save_model_folder, save_training_record, say, state_step, weights_source,
 };
 use super::config;
 use super::optim::{adamw, clip_global_norm};
 use super::reward::{RewardFolder, RewardModel, encode_reward_input};
 use super::run::RunDir;
 use super::schedule::warmup_cosine;
-use super::sft::{Part, freeze};
+use super::sft::{Part, prepare};
 use crate::backend::{inference_device, training_device};
 use crate::data::chat;
 use crate::data::formats::{CaptionType, PpoPrompt};
@@ -25,6 +25,7 @@ use crate::model::checkpoint::{load_llava, load_scalar_head, save_scalar_head};
 use crate::model::generate::{SamplingConfig, generate};
 use crate::model::jobs::ModelFolder;
 use crate::model::llava::{ScalarHead, response_entries};
+use crate::model::lora::LoraConfig;
 use crate::model::processor::ClipProcessor;
 use crate::model::store::collect_params;
 use crate::model::{ImageInput, Llava, ModelError, PaddingSide, TextBatch};
@@ -99,6 +100,10 @@ pub struct PpoConfig {
     pub value_model: Option<PathBuf>,
     /// Parts of policy and value model that train: "projector", "decoder" (the tower stays frozen).
     pub trainable: Vec<Part>,
+    /// Train both decoders through LoRA adapters (`[lora]`: `rank`, `alpha`, optional `targets`)
+    /// instead of all their weights; saved models have the adapters merged.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
     /// Sampling temperature of rollouts.
     pub temperature: f64,
     /// Nucleus mass of rollouts.
@@ -609,11 +614,13 @@ pub fn train(cfg: &PpoConfig, resume: bool, halt_after: Option<usize>) -> Result
     let frozen_device = inference_device();
 
     // 1. Models: policy and value (trainable; from the checkpoint on resume), reference and
-    //    reward model (frozen).
-    let checkpoint = if resume { run.checkpoint() } else { None };
-    let folder = ModelFolder::load(checkpoint.as_ref().unwrap_or(&cfg.policy), &device)?;
+    //    reward model (frozen). A LoRA run starts from the initial models again and then loads
+    //    its unmerged weights and adapters.
+    let (checkpoint, lora) = (if resume { run.checkpoint() } else { None }, cfg.lora.as_ref());
+    let folder =
+        ModelFolder::load(&weights_source(checkpoint.as_deref(), &cfg.policy, lora.is_some()), &device)?;
     let value_src = cfg.value_model.clone().unwrap_or_else(|| cfg.reward_model.clone());
-    let value = match &checkpoint {
+    let value = match checkpoint.as_ref().filter(|_| lora.is_none()) {
         Some(ck) => {
             let dir = ck.join("value");
             RewardModel { llava: load_llava(&dir, &device)?, head: load_scalar_head(&dir, &device)? }
@@ -625,9 +632,12 @@ pub fn train(cfg: &PpoConfig, resume: bool, halt_after: Option<usize>) -> Result
         }
     };
     let mut ac = ActorCritic {
-        policy: freeze(folder.model.clone(), &cfg.trainable),
-        value: RewardModel { llava: freeze(value.llava, &cfg.trainable), head: value.head },
+        policy: prepare(folder.model.clone(), &cfg.trainable, lora)?,
+        value: RewardModel { llava: prepare(value.llava, &cfg.trainable, lora)?, head: value.head },
     };
+    if let (Some(ck), Some(_)) = (&checkpoint, lora) {
+        ac = load_training_record(ac, ck)?;
+    }
     let reference_folder = ModelFolder::load(cfg.reference.as_ref().unwrap_or(&cfg.policy), &frozen_device)?;
     let rm = RewardFolder::load(&cfg.reward_model, &frozen_device)?;
 
@@ -903,7 +913,11 @@ pub fn train(cfg: &PpoConfig, resume: bool, halt_after: Option<usize>) -> Result
                 save_model_folder(&ac.policy, &folder.tokenizer_path, &folder.processor, dir)?;
                 let v = dir.join("value");
                 save_model_folder(&ac.value.llava, &value_src.join("tokenizer.json"), &value_processor, &v)?;
-                Ok(save_scalar_head(&ac.value.head, &v)?)
+                save_scalar_head(&ac.value.head, &v)?;
+                match cfg.lora {
+                    Some(_) => save_training_record(&ac, dir),
+                    None => Ok(()),
+                }
             })?;
         }
         last = Some(m);

@@ -8,14 +8,14 @@
 //! `reward.json` (`{"facts": bool}`: whether its grading prompt lists captions).
 
 use super::common::{
-    ImageTable, TrainError, host, progress_bar, resume_checkpoint, save_checkpoint, save_model_folder, say,
-    state_step,
+    ImageTable, TrainError, host, load_training_record, progress_bar, resume_checkpoint, save_checkpoint,
+    save_model_folder, save_training_record, say, state_step, weights_source,
 };
 use super::config;
 use super::optim::{adamw, clip_global_norm};
 use super::run::RunDir;
 use super::schedule::warmup_cosine;
-use super::sft::{Part, epoch_batches, freeze};
+use super::sft::{Part, epoch_batches, prepare};
 use crate::backend::{inference_device, training_device};
 use crate::data::formats::{Role, Turn};
 use crate::data::template::reward_text;
@@ -23,6 +23,7 @@ use crate::io;
 use crate::model::checkpoint::{load_scalar_head, save_scalar_head};
 use crate::model::jobs::ModelFolder;
 use crate::model::llava::ScalarHead;
+use crate::model::lora::LoraConfig;
 use crate::model::processor::pixel_batch;
 use crate::model::{ImageInput, Llava, ModelError, PaddingSide, TextBatch};
 use burn::module::Module;
@@ -63,6 +64,10 @@ pub struct RewardConfig {
     pub facts: bool,
     /// Parts that train besides the head: any of "vision", "projector", "decoder".
     pub trainable: Vec<Part>,
+    /// Train the decoder through LoRA adapters (`[lora]`: `rank`, `alpha`, optional `targets`)
+    /// instead of all its weights; saved models have the adapters merged.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
     /// Peak learning rate (AdamW).
     pub lr: f64,
     /// Learning rate at the end of the cosine decay.
@@ -515,14 +520,18 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
 
     // 1. Model and head: from the checkpoint, or the init folder (its head if it has one).
     let checkpoint = if resume { run.checkpoint() } else { None };
-    let source = checkpoint.clone().unwrap_or_else(|| cfg.init.clone());
+    let source = weights_source(checkpoint.as_deref(), &cfg.init, cfg.lora.is_some());
     let folder = ModelFolder::load(&source, &device)?;
     let head = if source.join("scalar_head.safetensors").exists() {
         load_scalar_head(&source, &device)?
     } else {
         ScalarHead::init(folder.model.config.text.hidden_size, false, &device)
     };
-    let mut rm = RewardModel { llava: freeze(folder.model.clone(), &cfg.trainable), head };
+    let mut rm =
+        RewardModel { llava: prepare(folder.model.clone(), &cfg.trainable, cfg.lora.as_ref())?, head };
+    if let (Some(ck), Some(_)) = (&checkpoint, &cfg.lora) {
+        rm = load_training_record(rm, ck)?;
+    }
 
     // 2. Pairs, the held-out split, and the image table.
     let captions = cfg.captions.as_deref().filter(|_| cfg.facts).map(CaptionIndex::load).transpose()?;
@@ -612,7 +621,13 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
         }
         if step % cfg.checkpoint_every.max(1) == 0 || step == stop || early {
             let state = serde_json::json!({"step": step, "best": best});
-            save_checkpoint(&run, &rm, &optim, &state, |dir| save_reward_folder(&rm, &folder, info, dir))?;
+            save_checkpoint(&run, &rm, &optim, &state, |dir| {
+                save_reward_folder(&rm, &folder, info, dir)?;
+                match cfg.lora {
+                    Some(_) => save_training_record(&rm, dir),
+                    None => Ok(()),
+                }
+            })?;
         }
     }
     bar.finish();

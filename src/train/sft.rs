@@ -4,8 +4,8 @@
 
 pub use super::common::TrainError;
 use super::common::{
-    ImageTable, load_tokenizer, new_tiny_model, progress_bar, resume_checkpoint, save_checkpoint,
-    save_model_folder, say, state_step,
+    ImageTable, load_tokenizer, load_training_record, new_tiny_model, progress_bar, resume_checkpoint,
+    save_checkpoint, save_model_folder, save_training_record, say, state_step, weights_source,
 };
 use super::config;
 use super::optim::{adamw, clip_global_norm};
@@ -123,10 +123,6 @@ pub struct SftConfig {
     /// Steps between checkpoints.
     pub checkpoint_every: usize,
 }
-
-/// A LoRA run's checkpoint file of the unmerged model (base weights and adapters): the model
-/// folder beside it holds merged weights, from which the adapters cannot be recovered.
-const TRAINING_RECORD: &str = "training.bpk";
 
 /// One training sequence: ids with the image placeholder expanded, targets, and its image.
 struct Example {
@@ -306,9 +302,9 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
     // 1. Model, tokenizer, processor: from the checkpoint, the init folder, or new. A LoRA run
     // starts again from `init` and then loads its unmerged weights and adapters (`training.bpk`).
     let checkpoint = if resume { run.checkpoint() } else { None };
-    let source = match cfg.lora {
-        None => checkpoint.clone().or_else(|| cfg.init.clone()),
-        Some(_) => cfg.init.clone(),
+    let source = match &cfg.init {
+        Some(init) => Some(weights_source(checkpoint.as_deref(), init, cfg.lora.is_some())),
+        None => checkpoint.clone().filter(|_| cfg.lora.is_none()),
     };
     let (model, tokenizer_path, processor) = match &source {
         Some(dir) => (
@@ -327,10 +323,7 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
     let tok = load_tokenizer(&tokenizer_path)?;
     let mut model = prepare(model, &cfg.trainable, cfg.lora.as_ref())?;
     if let (Some(ck), Some(_)) = (&checkpoint, &cfg.lora) {
-        let path = ck.join(TRAINING_RECORD);
-        model = model
-            .try_load_file(&path)
-            .map_err(|e| TrainError::Data { file: path, message: format!("{e:?}") })?;
+        model = load_training_record(model, ck)?;
     }
     let pad = model.config.pad_token_id.or(model.config.eos_token_id).unwrap_or(0);
 
@@ -433,14 +426,10 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
             let state = serde_json::json!({"step": step});
             save_checkpoint(&run, &model, &optim, &state, |dir| {
                 save_model_folder(&model, &tokenizer_path, &processor, dir)?;
-                if cfg.lora.is_some() {
-                    let path = dir.join(TRAINING_RECORD);
-                    model
-                        .clone()
-                        .save_file(&path)
-                        .map_err(|e| TrainError::Data { file: path, message: format!("{e:?}") })?;
+                match cfg.lora {
+                    Some(_) => save_training_record(&model, dir),
+                    None => Ok(()),
                 }
-                Ok(())
             })?;
         }
     }
