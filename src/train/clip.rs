@@ -312,7 +312,7 @@ pub fn train(cfg: &ClipConfig, resume: bool, halt_after: Option<usize>) -> Resul
     let mut step = 0;
     if let Some(ck) = &checkpoint {
         let state;
-        (model, optim, state) = resume_checkpoint(ck, model, optim)?;
+        (model, optim, state) = resume_checkpoint(ck, model, optim, false)?;
         step = state_step(&state);
     }
     let mut metrics = run.metrics(checkpoint.as_ref().map(|_| step))?;
@@ -362,7 +362,7 @@ pub fn train(cfg: &ClipConfig, resume: bool, halt_after: Option<usize>) -> Resul
         }
         if step % cfg.checkpoint_every.max(1) == 0 || step == stop {
             let state = serde_json::json!({"step": step});
-            save_checkpoint(&run, &model, &optim, &state, |dir| {
+            save_checkpoint(&run, &model, &optim, &state, false, |dir| {
                 save_model_folder(&model.llava, &cfg.tokenizer, &processor, dir)?;
                 Ok(save_tensors(collect_params(&model.heads)?, dir, HEADS_STEM, SaveDtype::F32, usize::MAX)?)
             })?;

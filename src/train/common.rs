@@ -177,17 +177,30 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, TrainError> {
         .map_err(|e| TrainError::Data { file: path.to_path_buf(), message: e.to_string() })
 }
 
-/// Writes a checkpoint of a run: `models` writes the model folders, then the optimizer state, the
-/// parameter ids of `module` (the optimizer's keys) and `state` (with at least `"step"`), last.
+/// A LoRA run's checkpoint file of the unmerged trained module (base weights and adapters): the
+/// model folders beside it hold merged weights, from which the adapters cannot be recovered.
+const TRAINING_RECORD: &str = "training.bpk";
+
+/// Writes a checkpoint of a run: `models` writes the model folders; with `unmerged` (a LoRA run)
+/// `module` itself follows, adapters apart; then the optimizer state, the parameter ids of
+/// `module` (the optimizer's keys) and `state` (with at least `"step"`), last.
 pub fn save_checkpoint<M: Module>(
     run: &RunDir,
     module: &M,
     optim: &ModuleOptimizer,
     state: &serde_json::Value,
+    unmerged: bool,
     models: impl FnOnce(&Path) -> Result<(), TrainError>,
 ) -> Result<(), TrainError> {
     run.save_checkpoint(|dir| -> Result<(), TrainError> {
         models(dir)?;
+        if unmerged {
+            let path = dir.join(TRAINING_RECORD);
+            module
+                .clone()
+                .save_file(&path)
+                .map_err(|e| TrainError::Data { file: path, message: format!("{e:?}") })?;
+        }
         let path = dir.join("optimizer.bpk");
         optim.save(&path).map_err(|e| TrainError::Optimizer { path, message: format!("{e:?}") })?;
         io::write_json(&dir.join("param_ids.json"), &param_ids(module))?;
@@ -196,13 +209,21 @@ pub fn save_checkpoint<M: Module>(
     })
 }
 
-/// Continues from checkpoint `ck`: gives `module` its saved parameter ids, loads the optimizer
-/// state into `optim`, and returns them with the saved `state.json`.
+/// Continues from checkpoint `ck`: with `unmerged` (a LoRA run) loads the module it saved into
+/// `module` (the same structure, adapters attached), gives `module` its saved parameter ids,
+/// loads the optimizer state into `optim`, and returns them with the saved `state.json`.
 pub fn resume_checkpoint<M: Module>(
     ck: &Path,
     module: M,
     optim: ModuleOptimizer,
+    unmerged: bool,
 ) -> Result<(M, ModuleOptimizer, serde_json::Value), TrainError> {
+    let module = if unmerged {
+        let path = ck.join(TRAINING_RECORD);
+        module.try_load_file(&path).map_err(|e| TrainError::Data { file: path, message: format!("{e:?}") })?
+    } else {
+        module
+    };
     let ids: BTreeMap<String, u64> = io::read_json(&ck.join("param_ids.json"))?;
     let module = restore_param_ids(module, &ids);
     let path = ck.join("optimizer.bpk");
@@ -213,29 +234,13 @@ pub fn resume_checkpoint<M: Module>(
     Ok((module, optim, state))
 }
 
-/// A LoRA run's checkpoint file of the unmerged trained module (base weights and adapters): the
-/// model folders beside it hold merged weights, from which the adapters cannot be recovered.
-const TRAINING_RECORD: &str = "training.bpk";
-
-/// The folder a run's weights start from: its checkpoint when resuming a full run, else `init`. A
-/// LoRA run starts from `init` again and then [`load_training_record`] restores the rest.
+/// The folder a run's weights start from: its checkpoint when resuming a full run, else `init`
+/// (a LoRA run: [`resume_checkpoint`] then loads the rest).
 pub fn weights_source(checkpoint: Option<&Path>, init: &Path, lora: bool) -> PathBuf {
     match checkpoint {
         Some(ck) if !lora => ck.to_path_buf(),
         _ => init.to_path_buf(),
     }
-}
-
-/// Writes `module` unmerged into checkpoint folder `dir` (LoRA runs).
-pub fn save_training_record<M: Module>(module: &M, dir: &Path) -> Result<(), TrainError> {
-    let path = dir.join(TRAINING_RECORD);
-    module.clone().save_file(&path).map_err(|e| TrainError::Data { file: path, message: format!("{e:?}") })
-}
-
-/// Loads the unmerged module a LoRA run saved in checkpoint `ck` into `module` (same structure).
-pub fn load_training_record<M: Module>(module: M, ck: &Path) -> Result<M, TrainError> {
-    let path = ck.join(TRAINING_RECORD);
-    module.try_load_file(&path).map_err(|e| TrainError::Data { file: path, message: format!("{e:?}") })
 }
 
 /// The step saved in a checkpoint's state.

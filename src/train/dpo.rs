@@ -3,8 +3,8 @@
 //! training, with the scoring path ([`Llava::response_logprobs`]).
 
 use super::common::{
-    ImageTable, TrainError, host, load_training_record, progress_bar, resume_checkpoint, save_checkpoint,
-    save_model_folder, save_training_record, say, state_step, weights_source,
+    ImageTable, TrainError, host, progress_bar, resume_checkpoint, save_checkpoint, save_model_folder, say,
+    state_step, weights_source,
 };
 use super::config;
 use super::optim::{adamw, clip_global_norm};
@@ -227,9 +227,6 @@ pub fn train(cfg: &DpoConfig, resume: bool, halt_after: Option<usize>) -> Result
     let source = weights_source(checkpoint.as_deref(), &cfg.policy, cfg.lora.is_some());
     let folder = ModelFolder::load(&source, &device)?;
     let mut policy = prepare(folder.model.clone(), &cfg.trainable, cfg.lora.as_ref())?;
-    if let (Some(ck), Some(_)) = (&checkpoint, &cfg.lora) {
-        policy = load_training_record(policy, ck)?;
-    }
     let reference = ModelFolder::load(cfg.reference.as_ref().unwrap_or(&cfg.policy), &inference_device())?;
 
     // 2. Pairs, the split, features once, reference log-probs once.
@@ -267,7 +264,7 @@ pub fn train(cfg: &DpoConfig, resume: bool, halt_after: Option<usize>) -> Result
     let mut step = 0;
     if let Some(ck) = &checkpoint {
         let state;
-        (policy, optim, state) = resume_checkpoint(ck, policy, optim)?;
+        (policy, optim, state) = resume_checkpoint(ck, policy, optim, cfg.lora.is_some())?;
         step = state_step(&state);
     }
     let mut metrics = run.metrics(checkpoint.as_ref().map(|_| step))?;
@@ -320,12 +317,8 @@ pub fn train(cfg: &DpoConfig, resume: bool, halt_after: Option<usize>) -> Result
         }
         if step % cfg.checkpoint_every.max(1) == 0 || step == stop {
             let state = serde_json::json!({"step": step});
-            save_checkpoint(&run, &policy, &optim, &state, |dir| {
-                save_model_folder(&policy, &folder.tokenizer_path, &folder.processor, dir)?;
-                match cfg.lora {
-                    Some(_) => save_training_record(&policy, dir),
-                    None => Ok(()),
-                }
+            save_checkpoint(&run, &policy, &optim, &state, cfg.lora.is_some(), |dir| {
+                save_model_folder(&policy, &folder.tokenizer_path, &folder.processor, dir)
             })?;
         }
     }

@@ -8,8 +8,8 @@
 //! The math is in small pure functions below; [`train`] orchestrates.
 
 use super::common::{
-    ImageTable, TrainError, host, load_training_record, progress_bar, resume_checkpoint, save_checkpoint,
-    save_model_folder, save_training_record, say, state_step, weights_source,
+    ImageTable, TrainError, host, progress_bar, resume_checkpoint, save_checkpoint, save_model_folder, say,
+    state_step, weights_source,
 };
 use super::config;
 use super::optim::{adamw, clip_global_norm};
@@ -614,8 +614,8 @@ pub fn train(cfg: &PpoConfig, resume: bool, halt_after: Option<usize>) -> Result
     let frozen_device = inference_device();
 
     // 1. Models: policy and value (trainable; from the checkpoint on resume), reference and
-    //    reward model (frozen). A LoRA run starts from the initial models again and then loads
-    //    its unmerged weights and adapters.
+    //    reward model (frozen). A LoRA run starts from the initial models again and its
+    //    checkpoint gives back the adapters.
     let (checkpoint, lora) = (if resume { run.checkpoint() } else { None }, cfg.lora.as_ref());
     let folder =
         ModelFolder::load(&weights_source(checkpoint.as_deref(), &cfg.policy, lora.is_some()), &device)?;
@@ -635,9 +635,6 @@ pub fn train(cfg: &PpoConfig, resume: bool, halt_after: Option<usize>) -> Result
         policy: prepare(folder.model.clone(), &cfg.trainable, lora)?,
         value: RewardModel { llava: prepare(value.llava, &cfg.trainable, lora)?, head: value.head },
     };
-    if let (Some(ck), Some(_)) = (&checkpoint, lora) {
-        ac = load_training_record(ac, ck)?;
-    }
     let reference_folder = ModelFolder::load(cfg.reference.as_ref().unwrap_or(&cfg.policy), &frozen_device)?;
     let rm = RewardFolder::load(&cfg.reward_model, &frozen_device)?;
 
@@ -677,7 +674,7 @@ pub fn train(cfg: &PpoConfig, resume: bool, halt_after: Option<usize>) -> Result
     let (mut it, mut progress) = (0, Progress { beta: cfg.shaping.beta, first: None, eval_first: None });
     if let Some(ck) = &checkpoint {
         let state;
-        (ac, optim, state) = resume_checkpoint(ck, ac, optim)?;
+        (ac, optim, state) = resume_checkpoint(ck, ac, optim, lora.is_some())?;
         it = state_step(&state);
         progress = serde_json::from_value(state["progress"].clone())
             .map_err(|e| TrainError::Setting(format!("checkpoint state: {e}")))?;
@@ -909,15 +906,11 @@ pub fn train(cfg: &PpoConfig, resume: bool, halt_after: Option<usize>) -> Result
         bar.set_message(format!("rm {:.3} | kl {:.2} | len {:.1}", m.rm_score, m.kl, m.response_length));
         if it % cfg.checkpoint_every.max(1) == 0 || it == stop {
             let state = serde_json::json!({"step": it, "progress": progress});
-            save_checkpoint(&run, &ac, &optim, &state, |dir| {
+            save_checkpoint(&run, &ac, &optim, &state, cfg.lora.is_some(), |dir| {
                 save_model_folder(&ac.policy, &folder.tokenizer_path, &folder.processor, dir)?;
                 let v = dir.join("value");
                 save_model_folder(&ac.value.llava, &value_src.join("tokenizer.json"), &value_processor, &v)?;
-                save_scalar_head(&ac.value.head, &v)?;
-                match cfg.lora {
-                    Some(_) => save_training_record(&ac, dir),
-                    None => Ok(()),
-                }
+                Ok(save_scalar_head(&ac.value.head, &v)?)
             })?;
         }
         last = Some(m);

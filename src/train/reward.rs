@@ -8,8 +8,8 @@
 //! `reward.json` (`{"facts": bool}`: whether its grading prompt lists captions).
 
 use super::common::{
-    ImageTable, TrainError, host, load_training_record, progress_bar, resume_checkpoint, save_checkpoint,
-    save_model_folder, save_training_record, say, state_step, weights_source,
+    ImageTable, TrainError, host, progress_bar, resume_checkpoint, save_checkpoint, save_model_folder, say,
+    state_step, weights_source,
 };
 use super::config;
 use super::optim::{adamw, clip_global_norm};
@@ -529,9 +529,6 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
     };
     let mut rm =
         RewardModel { llava: prepare(folder.model.clone(), &cfg.trainable, cfg.lora.as_ref())?, head };
-    if let (Some(ck), Some(_)) = (&checkpoint, &cfg.lora) {
-        rm = load_training_record(rm, ck)?;
-    }
 
     // 2. Pairs, the held-out split, and the image table.
     let captions = cfg.captions.as_deref().filter(|_| cfg.facts).map(CaptionIndex::load).transpose()?;
@@ -561,7 +558,7 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
     let (mut step, mut best) = (0, Best::default());
     if let Some(ck) = &checkpoint {
         let state;
-        (rm, optim, state) = resume_checkpoint(ck, rm, optim)?;
+        (rm, optim, state) = resume_checkpoint(ck, rm, optim, cfg.lora.is_some())?;
         step = state_step(&state);
         best = serde_json::from_value(state["best"].clone()).unwrap_or_default();
     }
@@ -621,12 +618,8 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
         }
         if step % cfg.checkpoint_every.max(1) == 0 || step == stop || early {
             let state = serde_json::json!({"step": step, "best": best});
-            save_checkpoint(&run, &rm, &optim, &state, |dir| {
-                save_reward_folder(&rm, &folder, info, dir)?;
-                match cfg.lora {
-                    Some(_) => save_training_record(&rm, dir),
-                    None => Ok(()),
-                }
+            save_checkpoint(&run, &rm, &optim, &state, cfg.lora.is_some(), |dir| {
+                save_reward_folder(&rm, &folder, info, dir)
             })?;
         }
     }

@@ -4,8 +4,8 @@
 
 pub use super::common::TrainError;
 use super::common::{
-    ImageTable, load_tokenizer, load_training_record, new_tiny_model, progress_bar, resume_checkpoint,
-    save_checkpoint, save_model_folder, save_training_record, say, state_step, weights_source,
+    ImageTable, load_tokenizer, new_tiny_model, progress_bar, resume_checkpoint, save_checkpoint,
+    save_model_folder, say, state_step, weights_source,
 };
 use super::config;
 use super::optim::{adamw, clip_global_norm};
@@ -300,7 +300,7 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
     device.seed(cfg.seed);
 
     // 1. Model, tokenizer, processor: from the checkpoint, the init folder, or new. A LoRA run
-    // starts again from `init` and then loads its unmerged weights and adapters (`training.bpk`).
+    // starts again from `init` and then its checkpoint gives back the adapters.
     let checkpoint = if resume { run.checkpoint() } else { None };
     let source = match &cfg.init {
         Some(init) => Some(weights_source(checkpoint.as_deref(), init, cfg.lora.is_some())),
@@ -321,10 +321,7 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
         }
     };
     let tok = load_tokenizer(&tokenizer_path)?;
-    let mut model = prepare(model, &cfg.trainable, cfg.lora.as_ref())?;
-    if let (Some(ck), Some(_)) = (&checkpoint, &cfg.lora) {
-        model = load_training_record(model, ck)?;
-    }
+    let model = prepare(model, &cfg.trainable, cfg.lora.as_ref())?;
     let pad = model.config.pad_token_id.or(model.config.eos_token_id).unwrap_or(0);
 
     // 2. Data, and the image table (features once when the tower is frozen).
@@ -366,7 +363,7 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
     let (mut model, mut step) = (model, 0);
     if let Some(ck) = &checkpoint {
         let state;
-        (model, optim, state) = resume_checkpoint(ck, model, optim)?;
+        (model, optim, state) = resume_checkpoint(ck, model, optim, cfg.lora.is_some())?;
         step = state_step(&state);
     }
     let mut metrics = run.metrics(checkpoint.as_ref().map(|_| step))?;
@@ -424,12 +421,8 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
         }
         if step % cfg.checkpoint_every.max(1) == 0 || step == stop {
             let state = serde_json::json!({"step": step});
-            save_checkpoint(&run, &model, &optim, &state, |dir| {
-                save_model_folder(&model, &tokenizer_path, &processor, dir)?;
-                match cfg.lora {
-                    Some(_) => save_training_record(&model, dir),
-                    None => Ok(()),
-                }
+            save_checkpoint(&run, &model, &optim, &state, cfg.lora.is_some(), |dir| {
+                save_model_folder(&model, &tokenizer_path, &processor, dir)
             })?;
         }
     }
