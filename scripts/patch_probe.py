@@ -51,3 +51,17 @@ chance = lambda y: np.bincount(y).max() / len(y)
 print(f'colour of the object under a patch: {probe(np.array(obj), yc, len(cols)):.3f} (majority {chance(yc):.3f})')
 print(f'shape of the object under a patch:  {probe(np.array(obj), ys, len(shapes)):.3f} (majority {chance(ys):.3f})')
 print(f'background patch -> colour of the first object: {probe(np.array(bg[:20000]), yb[:20000], len(cols)):.3f} (majority {chance(yb):.3f})')
+
+# Object level: the mean feature of the patches whose centre lies on an object, which is what a
+# decoder attending to those patches can read; by size, since small objects cover fewest pixels.
+of, ofs, osz = [], [], []
+for i, s in enumerate(scenes):
+    for o in s['objects']:
+        ps = [p for p in range(G * G) if under(s, p) is o]
+        if ps:
+            of.append(H[i, ps].mean(0)); ofs.append(shapes.index(o['shape'])); osz.append(o['size'])
+of, ofs, osz = np.array(of), np.array(ofs), np.array(osz)
+print(f'shape of an object from its patches: {probe(of, list(ofs), len(shapes)):.3f}')
+for size in sorted(set(osz)):
+    m = osz == size
+    print(f'  {size} objects ({m.sum()}): {probe(of[m], list(ofs[m]), len(shapes)):.3f}')

@@ -241,4 +241,16 @@ fn clip_stage_learns_to_match_images_and_captions_and_resumes_exactly() {
         .collect();
     eprintln!("held-out retrieval accuracy {accuracy:?}");
     assert!(*accuracy.last().unwrap() > 2.0 / 16.0, "{accuracy:?}");
+    // The shipped config's hard negatives (shape words swapped): every held-out caption names a
+    // shape, so each eval scores the caption against its copy; a share in [0, 1] each time.
+    let negative: Vec<f64> = std::fs::read_to_string(whole.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["eval_negative_accuracy"].as_f64()
+        })
+        .collect();
+    eprintln!("held-out accuracy against the hard negative {negative:?}");
+    assert_eq!(negative.len(), accuracy.len());
+    assert!(negative.iter().all(|a| (0.0..=1.0).contains(a)), "{negative:?}");
 }

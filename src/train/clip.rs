@@ -33,6 +33,8 @@ use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -74,6 +76,9 @@ pub struct ClipConfig {
     /// Patch side of the new model, pixels; default `LlavaConfig::tiny`'s.
     #[serde(default)]
     pub patch_size: Option<usize>,
+    /// Encoder layers of the new model's vision tower; default `LlavaConfig::tiny`'s.
+    #[serde(default)]
+    pub vision_layers: Option<usize>,
     /// Width of the shared image-text embedding.
     pub embed_dim: usize,
     /// Peak learning rate (AdamW).
@@ -88,6 +93,13 @@ pub struct ClipConfig {
     pub grad_clip: f64,
     /// Image-caption pairs per step; each is contrasted with the other captions of its batch.
     pub batch_size: usize,
+    /// Hard negatives, as NegCLIP makes them: each step every caption that has a word of one of
+    /// these groups also meets a copy of itself with one such word (chosen at random) replaced by
+    /// another word of its group. In-batch captions differ in so many words that colours alone
+    /// pick the right one; a copy that differs only in a shape word is what makes the tower see
+    /// shape. Empty: plain CLIP.
+    #[serde(default)]
+    pub swap_groups: Vec<Vec<String>>,
     /// Passes over the training data.
     pub epochs: usize,
     /// Stop after this many optimiser steps, if set.
@@ -143,26 +155,27 @@ pub struct ClipModel {
 }
 
 impl ClipModel {
-    /// Image-to-caption similarity logits of a batch, `[n, n]` (row i: image i against every
-    /// caption, given as its [`bag_ids`]).
+    /// Image-to-caption similarity logits, `[n, t]` (row i: image i against every caption, given
+    /// as its [`bag_ids`]; the first `n` captions are the images' own, any further ones negatives).
     fn logits(&self, pixels: Tensor<4>, captions: &[Vec<u32>]) -> Tensor<2> {
         let device = pixels.device();
         let feats = self.llava.image_features(pixels); // [n, f, d]
         let [n, _, d] = feats.dims();
         let image = self.heads.visual_projection.forward(feats.mean_dim(1).reshape([n, d]));
+        let t = captions.len();
         let l = captions.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        let (mut ids, mut weights) = (vec![0i64; n * l], vec![0f32; n * l]);
+        let (mut ids, mut weights) = (vec![0i64; t * l], vec![0f32; t * l]);
         for (row, caption) in captions.iter().enumerate() {
             for (j, &id) in caption.iter().enumerate() {
                 ids[row * l + j] = i64::from(id);
                 weights[row * l + j] = 1.0 / caption.len() as f32;
             }
         }
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n, l]), &device);
-        let weights = Tensor::<3>::from_data(TensorData::new(weights, [n, l, 1]), &device);
-        let bag = self.heads.token_embedding.forward(ids).mul(weights).sum_dim(1); // [n, 1, e]
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [t, l]), &device);
+        let weights = Tensor::<3>::from_data(TensorData::new(weights, [t, l, 1]), &device);
+        let bag = self.heads.token_embedding.forward(ids).mul(weights).sum_dim(1); // [t, 1, e]
         let e = bag.dims()[2];
-        let text = self.heads.text_projection.forward(bag.reshape([n, e]));
+        let text = self.heads.text_projection.forward(bag.reshape([t, e]));
         let scale = self.heads.logit_scale.val().clamp_max(100f32.ln()).exp().reshape([1, 1]);
         unit_rows(image).matmul(unit_rows(text).transpose()).mul(scale)
     }
@@ -175,17 +188,54 @@ fn unit_rows(x: Tensor<2>) -> Tensor<2> {
 }
 
 /// CLIP's symmetric loss: the mean of the cross-entropies of picking each image's caption (rows)
-/// and each caption's image (columns), the matching pairs on the diagonal.
+/// and each caption's image (columns), the matching pairs on the diagonal. Columns past the
+/// `n`-th are hard negatives (NegCLIP): they compete in the rows only, having no image of their own.
 ///
 /// # Shapes
-/// - `logits`: `[n, n]` -> `[1]`
+/// - `logits`: `[n, t]` with `t >= n` -> `[1]`
 pub fn contrastive_loss(logits: Tensor<2>) -> Tensor<1> {
-    let [n, _] = logits.dims();
-    let eye: Vec<f32> = (0..n * n).map(|k| if k % (n + 1) == 0 { 1.0 } else { 0.0 }).collect();
-    let eye = Tensor::<2>::from_data(TensorData::new(eye, [n, n]), &logits.device());
-    let rows = log_softmax(logits.clone(), 1).mul(eye.clone()).sum();
-    let cols = log_softmax(logits, 0).mul(eye).sum();
+    let [n, t] = logits.dims();
+    let device = logits.device();
+    let eye = |cols: usize| {
+        let v: Vec<f32> = (0..n * cols).map(|k| if k / cols == k % cols { 1.0 } else { 0.0 }).collect();
+        Tensor::<2>::from_data(TensorData::new(v, [n, cols]), &device)
+    };
+    let rows = log_softmax(logits.clone(), 1).mul(eye(t)).sum();
+    let cols = log_softmax(logits.slice([0..n, 0..n]), 0).mul(eye(n)).sum();
     rows.add(cols).div_scalar(-2.0 * n as f32)
+}
+
+/// A copy of `text` with one word of `groups` (chosen by `rng` among those present) replaced by a
+/// different word of the same group, keeping its capital and trailing punctuation; `None` when no
+/// word of `text` is in a group with another word.
+pub fn swap_word(text: &str, groups: &[Vec<String>], rng: &mut impl Rng) -> Option<String> {
+    let mut words: Vec<String> = text.split(' ').map(str::to_string).collect();
+    // (word index, group index, the word's place in its group) for every swappable word.
+    let mut found = Vec::new();
+    for (w, word) in words.iter().enumerate() {
+        let bare = word.trim_end_matches(|c: char| c.is_ascii_punctuation()).to_lowercase();
+        for (g, group) in groups.iter().enumerate().filter(|(_, g)| g.len() > 1) {
+            if let Some(k) = group.iter().position(|x| *x == bare) {
+                found.push((w, g, k));
+            }
+        }
+    }
+    if found.is_empty() {
+        return None;
+    }
+    let (w, g, k) = found[rng.random_range(0..found.len())];
+    let group = &groups[g];
+    let other = &group[(k + rng.random_range(1..group.len())) % group.len()];
+    let word = &words[w];
+    let stem = word.trim_end_matches(|c: char| c.is_ascii_punctuation());
+    let tail = &word[stem.len()..];
+    let mut new = other.clone();
+    if stem.starts_with(char::is_uppercase) {
+        let mut chars = other.chars();
+        new = chars.next().into_iter().flat_map(char::to_uppercase).chain(chars).collect();
+    }
+    words[w] = new + tail;
+    Some(words.join(" "))
 }
 
 /// Share of rows whose largest logit is on the diagonal (image -> caption top-1 accuracy).
@@ -208,6 +258,9 @@ pub struct Summary {
     pub loss: f32,
     /// Last held-out image -> caption accuracy within batches of `batch_size`, if a val set was given.
     pub eval_accuracy: Option<f32>,
+    /// Last held-out share of images that score their caption above its hard negative, if a val
+    /// set and `swap_groups` were given.
+    pub eval_negative_accuracy: Option<f32>,
     /// Seconds this invocation trained.
     pub seconds: f64,
     /// The model folder (trained tower).
@@ -219,36 +272,79 @@ pub fn load_config(path: &Path, sets: &[String]) -> Result<ClipConfig, TrainErro
     Ok(config::load(path, sets)?)
 }
 
-/// Images and caption tokens of a conversation file.
-fn load_pairs(
-    file: &Path,
-    limit: Option<usize>,
-    tok: &tokenizers::Tokenizer,
-) -> Result<(Vec<PathBuf>, Vec<Vec<u32>>), TrainError> {
+/// A conversation file's images, captions (its assistant turns joined) and their [`bag_ids`].
+struct Pairs {
+    images: Vec<PathBuf>,
+    texts: Vec<String>,
+    bags: Vec<Vec<u32>>,
+}
+
+/// The [`bag_ids`] of a caption.
+fn caption_bag(tok: &tokenizers::Tokenizer, text: &str) -> Result<Vec<u32>, String> {
+    let ids = tok.encode(text, false).map_err(|e| e.to_string())?.get_ids().to_vec();
+    if ids.is_empty() {
+        return Err("no assistant text to use as its caption".into());
+    }
+    Ok(bag_ids(&ids, tok.get_vocab_size(true)))
+}
+
+/// Reads the pairs of a conversation file.
+fn load_pairs(file: &Path, limit: Option<usize>, tok: &tokenizers::Tokenizer) -> Result<Pairs, TrainError> {
     let records: Vec<Conversation> = io::read_json(file)?;
     let base = file.parent().unwrap_or(Path::new("."));
-    let (mut images, mut captions) = (Vec::new(), Vec::new());
+    let mut pairs = Pairs { images: Vec::new(), texts: Vec::new(), bags: Vec::new() };
     for r in records.iter().take(limit.unwrap_or(usize::MAX)) {
         let text: Vec<&str> =
             r.conversations.iter().filter(|t| t.from == Role::Gpt).map(|t| t.value.as_str()).collect();
-        let ids = tok
-            .encode(text.join(" "), false)
-            .map_err(|e| TrainError::Data {
-                file: file.to_path_buf(),
-                message: format!("record {}: {e}", r.id),
-            })?
-            .get_ids()
-            .to_vec();
-        if ids.is_empty() {
-            return Err(TrainError::Data {
-                file: file.to_path_buf(),
-                message: format!("record {}: no assistant text to use as its caption", r.id),
-            });
-        }
-        images.push(base.join(&r.image));
-        captions.push(bag_ids(&ids, tok.get_vocab_size(true)));
+        let text = text.join(" ");
+        let bag = caption_bag(tok, &text).map_err(|message| TrainError::Data {
+            file: file.to_path_buf(),
+            message: format!("record {}: {message}", r.id),
+        })?;
+        pairs.images.push(base.join(&r.image));
+        pairs.texts.push(text);
+        pairs.bags.push(bag);
     }
-    Ok((images, captions))
+    Ok(pairs)
+}
+
+/// The text side of a batch: the bags of its rows' captions, then those of their hard negatives.
+struct BatchCaptions {
+    bags: Vec<Vec<u32>>,
+    /// Each row's negative's index in `bags`, where the caption had one ([`swap_word`]).
+    negatives: Vec<Option<usize>>,
+}
+
+/// The text side of the batch of `rows`.
+fn batch_captions(
+    pairs: &Pairs,
+    rows: &[usize],
+    groups: &[Vec<String>],
+    tok: &tokenizers::Tokenizer,
+    rng: &mut impl Rng,
+) -> Result<BatchCaptions, TrainError> {
+    let mut bags: Vec<Vec<u32>> = rows.iter().map(|&i| pairs.bags[i].clone()).collect();
+    let mut negatives = Vec::with_capacity(rows.len());
+    for &i in rows {
+        let column = match swap_word(&pairs.texts[i], groups, rng) {
+            Some(text) => {
+                bags.push(
+                    caption_bag(tok, &text)
+                        .map_err(|e| TrainError::Setting(format!("negative {text:?}: {e}")))?,
+                );
+                Some(bags.len() - 1)
+            }
+            None => None,
+        };
+        negatives.push(column);
+    }
+    Ok(BatchCaptions { bags, negatives })
+}
+
+/// The generator of the hard negatives of one step (or, `u64::MAX`, of the evals), fixed by the
+/// seed so that a resumed run draws what an uninterrupted one would.
+fn negatives_rng(seed: u64, step: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ step.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
 
 /// Trains, resuming from the run folder's checkpoint with `resume`; `halt_after` as in SFT.
@@ -266,15 +362,19 @@ pub fn train(cfg: &ClipConfig, resume: bool, halt_after: Option<usize>) -> Resul
 
     // 1. Data and model (from the checkpoint when resuming).
     let tok = load_tokenizer(&cfg.tokenizer)?;
-    let (train_images, train_captions) = load_pairs(&cfg.train, None, &tok)?;
-    let (val_images, val_captions) = match &cfg.val {
+    let train_pairs = load_pairs(&cfg.train, None, &tok)?;
+    let val_pairs = match &cfg.val {
         Some(v) => load_pairs(v, Some(cfg.val_records), &tok)?,
-        None => (Vec::new(), Vec::new()),
+        None => Pairs { images: Vec::new(), texts: Vec::new(), bags: Vec::new() },
     };
-    if train_images.len() < cfg.batch_size {
+    if train_pairs.images.len() < cfg.batch_size {
         return Err(TrainError::Data {
             file: cfg.train.clone(),
-            message: format!("{} records, fewer than one batch of {}", train_images.len(), cfg.batch_size),
+            message: format!(
+                "{} records, fewer than one batch of {}",
+                train_pairs.images.len(),
+                cfg.batch_size
+            ),
         });
     }
     let checkpoint = if resume { run.checkpoint() } else { None };
@@ -290,8 +390,8 @@ pub fn train(cfg: &ClipConfig, resume: bool, halt_after: Option<usize>) -> Resul
         }
         None => {
             let (llava, mut processor) =
-                new_tiny_model(&cfg.tokenizer, cfg.image_size, cfg.patch_size, &device)?;
-            let sample: Vec<PathBuf> = train_images.iter().take(512).cloned().collect();
+                new_tiny_model(&cfg.tokenizer, cfg.image_size, cfg.patch_size, cfg.vision_layers, &device)?;
+            let sample: Vec<PathBuf> = train_pairs.images.iter().take(512).cloned().collect();
             processor.fit_normalisation(&sample)?;
             let d = llava.config.vision.hidden_size;
             let heads = ClipHeads::init(llava.config.text.vocab_size, d, cfg.embed_dim, &device);
@@ -302,7 +402,7 @@ pub fn train(cfg: &ClipConfig, resume: bool, halt_after: Option<usize>) -> Resul
     let process = |paths: &[PathBuf]| -> Result<Vec<Vec<f32>>, ModelError> {
         paths.iter().map(|p| processor.process_file(p)).collect()
     };
-    let (train_pixels, val_pixels) = (process(&train_images)?, process(&val_images)?);
+    let (train_pixels, val_pixels) = (process(&train_pairs.images)?, process(&val_pairs.images)?);
     let mut model = ClipModel { llava: freeze(llava, &[Part::Vision]), heads };
 
     // 2. Optimiser and schedule.
@@ -320,7 +420,8 @@ pub fn train(cfg: &ClipConfig, resume: bool, halt_after: Option<usize>) -> Resul
 
     // 3. The loop: each epoch SFT's seeded shuffle (all pairs of one length), full batches only,
     // so every image meets `batch_size - 1` other captions.
-    let (mut epoch_cache, mut last_loss, mut last_eval) = (None::<(usize, Vec<Vec<usize>>)>, f32::NAN, None);
+    let (mut epoch_cache, mut last_loss, mut last_eval, mut last_negative) =
+        (None::<(usize, Vec<Vec<usize>>)>, f32::NAN, None, None);
     let same_length = vec![0; train_pixels.len()];
     let stop = halt_after.map_or(total, |n| (step + n).min(total));
     while step < stop {
@@ -334,8 +435,9 @@ pub fn train(cfg: &ClipConfig, resume: bool, halt_after: Option<usize>) -> Resul
         let rows = &batches[step % per_epoch];
         let pixels =
             pixel_batch(rows.iter().map(|&i| train_pixels[i].clone()).collect(), side, side, &device);
-        let captions: Vec<Vec<u32>> = rows.iter().map(|&i| train_captions[i].clone()).collect();
-        let loss = contrastive_loss(model.logits(pixels, &captions));
+        let mut rng = negatives_rng(cfg.seed, step as u64);
+        let text = batch_captions(&train_pairs, rows, &cfg.swap_groups, &tok, &mut rng)?;
+        let loss = contrastive_loss(model.logits(pixels, &text.bags));
         let value: f32 = loss.clone().into_scalar();
         if !value.is_finite() {
             return Err(TrainError::NonFinite { step, value, checkpoint: run.dir.join("checkpoint") });
@@ -352,13 +454,19 @@ pub fn train(cfg: &ClipConfig, resume: bool, halt_after: Option<usize>) -> Resul
             metrics.log(&serde_json::json!({"step": step, "loss": value, "lr": lr, "grad_norm": norm}))?;
         }
         if !val_pixels.is_empty() && (step % cfg.eval_every.max(1) == 0 || step == total) {
-            let acc = eval_accuracy(&model, &val_pixels, &val_captions, side, cfg.batch_size)?;
+            let (acc, neg) = eval_accuracy(&model, &val_pixels, &val_pairs, cfg, &tok)?;
+            let neg_text = neg.map(|a| format!(", against its hard negative {a:.3}")).unwrap_or_default();
             say(
                 &bar,
-                format!("step {step}/{total}: train loss {value:.4}, held-out retrieval accuracy {acc:.3}"),
+                format!(
+                    "step {step}/{total}: train loss {value:.4}, held-out retrieval accuracy {acc:.3}{neg_text}"
+                ),
             );
-            metrics.log(&serde_json::json!({"step": step, "eval_accuracy": acc}))?;
+            metrics.log(
+                &serde_json::json!({"step": step, "eval_accuracy": acc, "eval_negative_accuracy": neg}),
+            )?;
             last_eval = Some(acc);
+            last_negative = neg;
         }
         if step % cfg.checkpoint_every.max(1) == 0 || step == stop {
             let state = serde_json::json!({"step": step});
@@ -377,30 +485,45 @@ pub fn train(cfg: &ClipConfig, resume: bool, halt_after: Option<usize>) -> Resul
         steps: step,
         loss: last_loss,
         eval_accuracy: last_eval,
+        eval_negative_accuracy: last_negative,
         seconds: start.elapsed().as_secs_f64(),
         model: final_dir,
     })
 }
 
 /// Held-out image -> caption accuracy, each image against the captions of its batch (the last,
-/// shorter batch included when it has at least two pairs).
+/// shorter batch included when it has at least two pairs); and, with `swap_groups`, the share of
+/// images whose caption scores above its hard negative.
 fn eval_accuracy(
     model: &ClipModel,
     pixels: &[Vec<f32>],
-    captions: &[Vec<u32>],
-    side: usize,
-    batch: usize,
-) -> Result<f32, TrainError> {
+    pairs: &Pairs,
+    cfg: &ClipConfig,
+    tok: &tokenizers::Tokenizer,
+) -> Result<(f32, Option<f32>), TrainError> {
     let model = model.valid();
     let device = model.llava.device();
-    let (mut hits, mut n) = (0.0, 0);
-    for (p, c) in pixels.chunks(batch).zip(captions.chunks(batch)).filter(|(p, _)| p.len() >= 2) {
-        let logits = model.logits(pixel_batch(p.to_vec(), side, side, &device), c);
-        let values = super::common::host(logits)?;
-        hits += retrieval_accuracy(&values, p.len()) * p.len() as f32;
-        n += p.len();
+    let side = model.llava.config.vision.image_size;
+    let mut rng = negatives_rng(cfg.seed, u64::MAX);
+    let (mut hits, mut n, mut neg_hits, mut neg_n) = (0.0, 0, 0, 0);
+    let indices: Vec<usize> = (0..pixels.len()).collect();
+    for rows in indices.chunks(cfg.batch_size).filter(|r| r.len() >= 2) {
+        let BatchCaptions { bags: captions, negatives } =
+            batch_captions(pairs, rows, &cfg.swap_groups, tok, &mut rng)?;
+        let batch = pixel_batch(rows.iter().map(|&i| pixels[i].clone()).collect(), side, side, &device);
+        let values = super::common::host(model.logits(batch, &captions))?;
+        let (m, t) = (rows.len(), captions.len());
+        let own: Vec<f32> = (0..m).flat_map(|r| values[r * t..r * t + m].to_vec()).collect();
+        hits += retrieval_accuracy(&own, m) * m as f32;
+        n += m;
+        for (r, column) in negatives.iter().enumerate() {
+            if let Some(c) = column {
+                neg_hits += usize::from(values[r * t + r] > values[r * t + c]);
+                neg_n += 1;
+            }
+        }
     }
-    Ok(hits / n.max(1) as f32)
+    Ok((hits / n.max(1) as f32, (neg_n > 0).then(|| neg_hits as f32 / neg_n as f32)))
 }
 
 #[cfg(test)]
@@ -417,6 +540,41 @@ mod tests {
         let e = std::f32::consts::E;
         let want = (-(e * e / (e * e + 1.0)).ln() - (e / (e + 1.0)).ln()) / 2.0;
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
+
+    #[test]
+    fn a_hard_negative_column_counts_in_the_rows_only() {
+        // logits [[2, 0, 1], [0, 1, 0]]: row 0 picks 0 among (2, 0, 1), row 1 picks 1 among
+        // (0, 1, 0); the columns are those of the 2x2 case above, the negative column left out.
+        let device = crate::backend::inference_device();
+        let logits =
+            Tensor::<2>::from_data(TensorData::new(vec![2f32, 0.0, 1.0, 0.0, 1.0, 0.0], [2, 3]), &device);
+        let got: f32 = contrastive_loss(logits).into_scalar();
+        let e = std::f32::consts::E;
+        let rows = -(e * e / (e * e + 1.0 + e)).ln() - (e / (e + 2.0)).ln();
+        let cols = -(e * e / (e * e + 1.0)).ln() - (e / (e + 1.0)).ln();
+        let want = (rows + cols) / 4.0;
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
+
+    #[test]
+    fn swap_word_replaces_one_grouped_word_within_its_group() {
+        let groups = vec![
+            vec!["circle".to_string(), "square".to_string()],
+            vec!["circles".to_string(), "squares".to_string()],
+            vec!["lonely".to_string()],
+        ];
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        assert_eq!(swap_word("A red circle.", &groups, &mut rng).unwrap(), "A red square.");
+        assert_eq!(swap_word("Squares, here", &groups, &mut rng).unwrap(), "Circles, here");
+        assert_eq!(swap_word("A lonely dot.", &groups, &mut rng), None, "a group of one has no swap");
+        let text = "A red circle and two blue squares.";
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            seen.insert(swap_word(text, &groups, &mut rng).unwrap());
+        }
+        let want = ["A red circle and two blue circles.", "A red square and two blue squares."];
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), want, "each word in turn, never both");
     }
 
     #[test]

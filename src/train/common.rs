@@ -145,12 +145,13 @@ pub fn save_model_folder(
 }
 
 /// A new [`LlavaConfig::tiny`] model over the tokenizer at `tok_path` (its special tokens must
-/// include `<image>`, `<s>`, `</s>` and `<pad>`), optionally at another image or patch size, and
+/// include `<image>`, `<s>`, `</s>` and `<pad>`), optionally at another image or patch size or tower depth, and
 /// a square image processor for it (normalisation not yet fitted).
 pub fn new_tiny_model(
     tok_path: &Path,
     image_size: Option<usize>,
     patch_size: Option<usize>,
+    vision_layers: Option<usize>,
     device: &Device,
 ) -> Result<(Llava, ClipProcessor), TrainError> {
     let tok = load_tokenizer(tok_path)?;
@@ -164,6 +165,10 @@ pub fn new_tiny_model(
     c.pad_token_id = Some(id("<pad>")?);
     c.vision.image_size = image_size.unwrap_or(c.vision.image_size);
     c.vision.patch_size = patch_size.unwrap_or(c.vision.patch_size);
+    c.vision.num_hidden_layers = vision_layers.unwrap_or(c.vision.num_hidden_layers);
+    if c.vision.num_hidden_layers == 0 {
+        return Err(TrainError::Setting("`vision_layers` must be at least 1".into()));
+    }
     if c.vision.patch_size == 0 || !c.vision.image_size.is_multiple_of(c.vision.patch_size) {
         return Err(TrainError::Setting("`patch_size` must divide `image_size`".into()));
     }

@@ -85,6 +85,9 @@ pub struct SftConfig {
     /// Patch side of a new model, pixels; default `LlavaConfig::tiny`'s.
     #[serde(default)]
     pub patch_size: Option<usize>,
+    /// Encoder layers of a new model's vision tower; default `LlavaConfig::tiny`'s.
+    #[serde(default)]
+    pub vision_layers: Option<usize>,
     /// Parts that train: any of "vision", "projector", "decoder".
     pub trainable: Vec<Part>,
     /// Train the decoder through LoRA adapters instead of all its weights (`[lora]` with `rank`,
@@ -316,7 +319,8 @@ pub fn train(cfg: &SftConfig, resume: bool, halt_after: Option<usize>) -> Result
             let tok_path = cfg.tokenizer.clone().ok_or_else(|| {
                 TrainError::Setting("set `init` (a model folder) or `tokenizer` (for a new model)".into())
             })?;
-            let (model, processor) = new_tiny_model(&tok_path, cfg.image_size, cfg.patch_size, &device)?;
+            let (model, processor) =
+                new_tiny_model(&tok_path, cfg.image_size, cfg.patch_size, cfg.vision_layers, &device)?;
             (model, tok_path, processor)
         }
     };
