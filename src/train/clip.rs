@@ -273,6 +273,7 @@ pub fn load_config(path: &Path, sets: &[String]) -> Result<ClipConfig, TrainErro
 }
 
 /// A conversation file's images, captions (its assistant turns joined) and their [`bag_ids`].
+#[derive(Default)]
 struct Pairs {
     images: Vec<PathBuf>,
     texts: Vec<String>,
@@ -292,7 +293,7 @@ fn caption_bag(tok: &tokenizers::Tokenizer, text: &str) -> Result<Vec<u32>, Stri
 fn load_pairs(file: &Path, limit: Option<usize>, tok: &tokenizers::Tokenizer) -> Result<Pairs, TrainError> {
     let records: Vec<Conversation> = io::read_json(file)?;
     let base = file.parent().unwrap_or(Path::new("."));
-    let mut pairs = Pairs { images: Vec::new(), texts: Vec::new(), bags: Vec::new() };
+    let mut pairs = Pairs::default();
     for r in records.iter().take(limit.unwrap_or(usize::MAX)) {
         let text: Vec<&str> =
             r.conversations.iter().filter(|t| t.from == Role::Gpt).map(|t| t.value.as_str()).collect();
@@ -365,7 +366,7 @@ pub fn train(cfg: &ClipConfig, resume: bool, halt_after: Option<usize>) -> Resul
     let train_pairs = load_pairs(&cfg.train, None, &tok)?;
     let val_pairs = match &cfg.val {
         Some(v) => load_pairs(v, Some(cfg.val_records), &tok)?,
-        None => Pairs { images: Vec::new(), texts: Vec::new(), bags: Vec::new() },
+        None => Pairs::default(),
     };
     if train_pairs.images.len() < cfg.batch_size {
         return Err(TrainError::Data {
