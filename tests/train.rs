@@ -1,11 +1,14 @@
 //! Training runs as a user drives them: a resumed run reaches the same weights as an uninterrupted
 //! one, and a diverging run stops with a clear message.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn factrl(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_factrl")).args(args).output().unwrap()
+use common::{factrl, jsonl};
+use std::path::{Path, PathBuf};
+
+/// The values of `key` in a run folder's metrics, in order, from the lines that have it.
+fn metric(run: &Path, key: &str) -> Vec<f64> {
+    jsonl(&run.join("metrics.jsonl")).iter().filter_map(|l| l[key].as_f64()).collect()
 }
 
 /// `factrl train sft --config CONFIG`, each of `sets` as `--set`, then `extra`.
@@ -64,20 +67,14 @@ fn resumed_run_reaches_the_weights_of_an_uninterrupted_one() {
     assert!(weights(&whole.join("final")) == weights(&parts.join("final")), "resumed weights differ");
     // The metrics read as one run: the same steps, once each.
     let steps = |d: &Path| -> Vec<(u64, bool)> {
-        std::fs::read_to_string(d.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        jsonl(&d.join("metrics.jsonl"))
+            .iter()
             .map(|v| (v["step"].as_u64().unwrap(), v.get("eval_loss").is_some()))
             .collect()
     };
     assert_eq!(steps(&whole), steps(&parts));
     // The loss fell.
-    let losses: Vec<f64> = std::fs::read_to_string(whole.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64())
-        .collect();
+    let losses = metric(&whole, "loss");
     assert!(losses.last() < losses.first(), "{losses:?}");
 }
 
@@ -184,8 +181,7 @@ fn a_focus_run_trains_on_the_named_tasks_only() {
     let r = train_sft(c, &sets, &[]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     // One epoch of 8-record batches over the existence records alone.
-    let last = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    let last: serde_json::Value = serde_json::from_str(last.lines().last().unwrap()).unwrap();
+    let last = jsonl(&out.join("metrics.jsonl")).pop().unwrap();
     assert_eq!(last["step"].as_u64().unwrap() as usize, existence.div_ceil(8));
     // The captions have no existence questions: a clear error, no run.
     let r = factrl(&["train", "sft", "--config", c, "--set", "tasks=[\"existence\"]"]);
@@ -234,22 +230,12 @@ fn clip_stage_learns_to_match_images_and_captions_and_resumes_exactly() {
     run(&parts, &["--resume"]);
     assert!(weights(&whole.join("final")) == weights(&parts.join("final")), "resumed weights differ");
     // Held-out image -> caption accuracy within batches of 16: chance is 1/16; measured 0.38.
-    let accuracy: Vec<f64> = std::fs::read_to_string(whole.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["eval_accuracy"].as_f64())
-        .collect();
+    let accuracy = metric(&whole, "eval_accuracy");
     eprintln!("held-out retrieval accuracy {accuracy:?}");
     assert!(*accuracy.last().unwrap() > 2.0 / 16.0, "{accuracy:?}");
     // The shipped config's hard negatives (shape words swapped): every held-out caption names a
     // shape, so each eval scores the caption against its copy; a share in [0, 1] each time.
-    let negative: Vec<f64> = std::fs::read_to_string(whole.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["eval_negative_accuracy"].as_f64()
-        })
-        .collect();
+    let negative = metric(&whole, "eval_negative_accuracy");
     eprintln!("held-out accuracy against the hard negative {negative:?}");
     assert_eq!(negative.len(), accuracy.len());
     assert!(negative.iter().all(|a| (0.0..=1.0).contains(a)), "{negative:?}");

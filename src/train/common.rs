@@ -145,8 +145,8 @@ pub fn save_model_folder(
 }
 
 /// A new [`LlavaConfig::tiny`] model over the tokenizer at `tok_path` (its special tokens must
-/// include `<image>`, `<s>`, `</s>` and `<pad>`), optionally at another image or patch size or tower depth, and
-/// a square image processor for it (normalisation not yet fitted).
+/// include `<image>`, `<s>`, `</s>` and `<pad>`), optionally at another image or patch size or
+/// tower depth, and a square image processor for it (normalisation not yet fitted).
 pub fn new_tiny_model(
     tok_path: &Path,
     image_size: Option<usize>,

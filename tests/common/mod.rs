@@ -1,5 +1,8 @@
 //! A small world, a tiny model over its tokenizer and preference pairs with a planted
-//! hallucination, shared by the reward, PPO and DPO tests.
+//! hallucination, shared by the integration tests.
+
+// Each test crate compiles this module and uses a part of it.
+#![allow(dead_code)]
 
 use factrl::model::processor::ClipProcessor;
 use factrl::model::{LlamaConfig, Llava, LlavaConfig, VisionConfig};
