@@ -222,17 +222,17 @@ fn run_seed(opts: &DemoOptions, seed: u64) -> Result<Vec<(String, EvalReport)>, 
     })?;
     // Stage 2 in three runs: the instruction mix, existence questions alone, the mix again (README,
     // "Stage 2"); `sft` is the last.
-    for (name, shipped, init, train, val, sets) in [
-        ("pretrain", &PRETRAIN, "clip", "pretrain", "pretrain_val", b.pretrain),
-        ("sft-mix", &SFT, "pretrain", "sft", "sft_val", b.sft),
-        ("sft-focus", &SFT_FOCUS, "sft-mix", "sft_focus", "sft_val", b.sft),
-        ("sft", &SFT_RETURN, "sft-focus", "sft", "sft_val", b.sft),
+    for (name, shipped, init, data, sets) in [
+        ("pretrain", &PRETRAIN, "clip", "pretrain", b.pretrain),
+        ("sft-mix", &SFT, "pretrain", "sft", b.sft),
+        ("sft-focus", &SFT_FOCUS, "sft-mix", "sft", b.sft),
+        ("sft", &SFT_RETURN, "sft-focus", "sft", b.sft),
     ] {
         stage(&l.root, seed, name, &l.model(name), || {
             let paths = vec![
                 path_set("init", &l.model(init)),
-                path_set("train", &w.join(format!("{train}.json"))),
-                path_set("val", &w.join(format!("{val}.json"))),
+                path_set("train", &w.join(format!("{data}.json"))),
+                path_set("val", &w.join(format!("{data}_val.json"))),
             ];
             let (cfg, resume) = stage_config::<sft::SftConfig>(shipped, &l.run(name), seed, paths, sets)?;
             sft::train(&cfg, resume, None)?;

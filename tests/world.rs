@@ -142,7 +142,6 @@ fn splits_are_disjoint_and_files_stay_in_their_split() {
     };
     check("pretrain.json", conv("pretrain.json"), &[Split::Train]);
     check("sft.json", conv("sft.json"), &[Split::Train]);
-    check("sft_focus.json", conv("sft_focus.json"), &[Split::Train]);
     check("sft_val.json", conv("sft_val.json"), &[Split::Val]);
     check("pretrain_val.json", conv("pretrain_val.json"), &[Split::Val]);
     check("prefs_prompts.json", conv("prefs_prompts.json"), &[Split::Pref]);
@@ -271,15 +270,9 @@ fn formats_round_trip_and_every_text_is_in_the_vocabulary() {
         assert!(again == std::fs::read(p).unwrap(), "{} does not round-trip", p.display());
         v
     }
-    for f in [
-        "pretrain.json",
-        "pretrain_val.json",
-        "sft.json",
-        "sft_val.json",
-        "sft_focus.json",
-        "prefs_prompts.json",
-        "eval.json",
-    ] {
+    for f in
+        ["pretrain.json", "pretrain_val.json", "sft.json", "sft_val.json", "prefs_prompts.json", "eval.json"]
+    {
         let recs: Vec<Conversation> = round_trip(&dir.join(f));
         for r in &recs {
             assert!(r.conversations[0].value.starts_with("<image>\n"), "{f}: {}", r.id);
@@ -337,22 +330,6 @@ fn biases_are_as_configured() {
     let hard =
         kinds.iter().filter(|k| matches!(k, SameColour | SameShape)).count() as f64 / kinds.len() as f64;
     assert!(hard > 0.4, "hard negative share {hard}");
-    // The focus set: per train image two present classes, one absent sharing a present colour, one
-    // sharing a present shape, answered from the ground truth.
-    let focus: Vec<Conversation> = read_json(&dir.join("sft_focus.json")).unwrap();
-    let mut per_image: BTreeMap<&str, Vec<Option<_>>> = BTreeMap::new();
-    for r in &focus {
-        let q = r.conversations[0].value.trim_start_matches("<image>\n");
-        let class = factrl::world::language::pope_class(q).unwrap();
-        let scene = &scenes[&r.image].scene;
-        let want = if scene.has(class) { "Yes." } else { "No." };
-        assert_eq!(r.conversations[1].value, want, "{}", r.id);
-        per_image.entry(&r.image).or_default().push(scene.absent_kind(class));
-    }
-    assert_eq!(per_image.len(), info.stats.split_images[&Split::Train]);
-    let balanced =
-        per_image.values().filter(|k| **k == [None, None, Some(SameColour), Some(SameShape)]).count();
-    assert!(balanced as f64 > 0.9 * per_image.len() as f64, "{balanced} of {} balanced", per_image.len());
     // Hallucinated descriptions name an absent partner of a present object.
     let mut seen = 0;
     for r in sft.iter().filter(|r| r.task == Some(Task::Description)) {

@@ -1,7 +1,7 @@
 //! The training and prompt datasets, one writer per split, in LLaVA's conversation format.
 
 use super::language::{self as lang, Qa};
-use super::scene::{AbsentKind, Scene};
+use super::scene::Scene;
 use crate::data::formats::{Conversation, PpoPrompt, Task, Turn};
 use rand::Rng;
 use rand::seq::IndexedRandom;
@@ -125,26 +125,6 @@ pub fn sft(
         });
     }
     out
-}
-
-/// Existence questions of one image for the focus stage (`configs/sft_focus.toml`), balanced so
-/// that neither colour nor shape alone answers them: two about present classes, one about an absent
-/// class that shares a present object's colour, one that shares a present object's shape. (Measured
-/// on the world: with same-colour negatives alone the model learns to answer by shape, and the
-/// reverse.)
-pub fn focus(id: &str, image: &str, scene: &Scene, rng: &mut impl Rng) -> Vec<Conversation> {
-    let present = scene.classes();
-    let mut classes: Vec<_> = (0..2).filter_map(|_| present.choose(rng).copied()).collect();
-    classes.push(lang::absent_of_kind(scene, AbsentKind::SameColour, rng));
-    classes.push(lang::absent_of_kind(scene, AbsentKind::SameShape, rng));
-    classes
-        .into_iter()
-        .enumerate()
-        .map(|(k, class)| {
-            let qa = lang::existence_of(scene, class);
-            record(format!("{id}-focus{k}"), image, &qa.question, &qa.answer, qa.task)
-        })
-        .collect()
 }
 
 /// A prompt for preference collection or PPO: a description request or a short question.

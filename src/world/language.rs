@@ -215,12 +215,9 @@ pub fn existence(scene: &Scene, cfg: &LanguageConfig, rng: &mut impl Rng) -> Qa 
         return Qa::yes_no(format!("Is there {} in the image?", with_article(&phrase)), yes, Task::Existence);
     }
     let class = if yes { scene.classes().choose(rng).copied() } else { Some(negative(scene, cfg, rng)) };
-    existence_of(scene, class.unwrap_or_else(|| negative(scene, cfg, rng)))
-}
-
-/// The existence question about `class`, answered from the scene.
-pub fn existence_of(scene: &Scene, class: Class) -> Qa {
-    Qa::yes_no(pope_question(class), scene.has(class), Task::Existence)
+    let class = class.unwrap_or_else(|| negative(scene, cfg, rng));
+    let yes = scene.has(class);
+    Qa::yes_no(pope_question(class), yes, Task::Existence)
 }
 
 /// POPE's question: "Is there a {object} in the image?".
@@ -234,7 +231,7 @@ pub fn pope_class(text: &str) -> Option<Class> {
     Class::parse(rest.strip_suffix(" in the image?")?)
 }
 
-/// An absent class of the configured kind.
+/// An absent class of the configured kind (falling back to any absent class).
 fn negative(scene: &Scene, cfg: &LanguageConfig, rng: &mut impl Rng) -> Class {
     let roll: f64 = rng.random();
     let kind = if roll < cfg.hard_negative_share {
@@ -244,11 +241,6 @@ fn negative(scene: &Scene, cfg: &LanguageConfig, rng: &mut impl Rng) -> Class {
     } else {
         AbsentKind::Unrelated
     };
-    absent_of_kind(scene, kind, rng)
-}
-
-/// An absent class of `kind` (falling back to any absent class).
-pub fn absent_of_kind(scene: &Scene, kind: AbsentKind, rng: &mut impl Rng) -> Class {
     let absent: Vec<Class> = Class::all().filter(|c| !scene.has(*c)).collect();
     let of_kind: Vec<Class> =
         absent.iter().copied().filter(|c| scene.absent_kind(*c) == Some(kind)).collect();

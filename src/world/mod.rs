@@ -12,7 +12,6 @@
 //! | `image_to_caption.json` | five short true partial captions per image (the reward model's facts) |
 //! | `pretrain.json`, `pretrain_val.json` | caption records for feature alignment (LLaVA conversation JSON) |
 //! | `sft.json`, `sft_val.json` | instruction records: description, caption, existence, counting, attribute, relation, multiple choice, multi-turn |
-//! | `sft_focus.json` | existence questions on the train images, four per image: two about present classes, one about an absent class sharing a present colour, one sharing a present shape |
 //! | `prefs_prompts.json` | prompts for preference collection, with reference answers |
 //! | `ppo_prompts.json` | PPO prompts with `captions`, `caption_type`, `length_bonus` |
 //! | `eval.json` | held-out prompts with reference answers (descriptions for CHAIR, task questions) |
@@ -288,14 +287,12 @@ const FILLS: u64 = 3;
 const TEXTS: u64 = 4;
 const POPE: u64 = 5;
 const MMHAL: u64 = 6;
-const FOCUS: u64 = 7;
 
 /// Everything written for one image, gathered in image order afterwards.
 #[derive(Default)]
 struct ImageTexts {
     pretrain: Option<Conversation>,
     sft: Vec<Conversation>,
-    focus: Vec<Conversation>,
     captions: Vec<String>,
     pref: Option<Conversation>,
     ppo: Option<PpoPrompt>,
@@ -410,9 +407,6 @@ fn write_world(cfg: &WorldConfig, dir: &Path) -> Result<Stats, WorldError> {
                         .iter()
                         .filter(|r| r.task == Some(Task::Description) && r.conversations[1].value != truth)
                         .count();
-                    if split[i] == Split::Train {
-                        t.focus = datasets::focus(id, image, s, &mut stream(cfg.seed, FOCUS, i as u64));
-                    }
                 }
                 Split::Pref => t.pref = Some(datasets::preference(id, image, s, dc, lc, rng)),
                 Split::Ppo => t.ppo = Some(datasets::ppo(id, image, s, t.captions.clone(), dc, lc, rng)),
@@ -452,7 +446,6 @@ fn write_world(cfg: &WorldConfig, dir: &Path) -> Result<Stats, WorldError> {
     let sft_train = gather(Split::Train, &sft);
     io::write_json(&dir.join("sft.json"), &sft_train)?;
     io::write_json(&dir.join("sft_val.json"), &gather(Split::Val, &sft))?;
-    io::write_json(&dir.join("sft_focus.json"), &gather(Split::Train, &|t| t.focus.clone()))?;
     io::write_json(
         &dir.join("prefs_prompts.json"),
         &gather(Split::Pref, &|t| t.pref.clone().into_iter().collect()),
