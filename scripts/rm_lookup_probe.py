@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 torch.set_num_threads(1); torch.manual_seed(0)
 world, order, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 tok = Tokenizer.from_file(f'{world}/tokenizer.json')
-scenes = [s for s in json.load(open(f'{world}/scenes.json'))]
+scenes = json.load(open(f'{world}/scenes.json'))
 CELLS = ["top left","top middle","top right","middle left","center","middle right","bottom left","bottom middle","bottom right"]
 COLS = sorted({o['colour'] for s in scenes for o in s['objects']}); SHAPES = sorted({o['shape'] for s in scenes for o in s['objects']})
 NUM = {1:'one',2:'two',3:'three',4:'four',5:'five',6:'six',7:'seven'}
