@@ -203,6 +203,32 @@ fn lora_merged_equals_unmerged_after_a_step() {
     assert!(merge_lora(&merged).language_model.layers[0].self_attn.q_proj.weight.adapter().is_none());
 }
 
+#[test]
+fn lora_dropout_acts_only_while_training_and_every_adapter_still_learns() {
+    let device = training_device();
+    let lora = |dropout| LoraConfig { rank: 4, alpha: 8.0, dropout, targets: LoraTarget::ALL.to_vec() };
+    let bad = apply_lora(model(&device), &lora(1.0)).err().map(|e| e.to_string());
+    assert!(bad.is_some_and(|e| e.contains("dropout")), "dropout 1 was accepted");
+    let model = apply_lora(model(&device), &lora(0.5)).unwrap();
+    let batch = TextBatch::pad(&sequences(), 0, PaddingSide::Right);
+    let images = pixels(2, &device);
+    let step = |model: Llava| {
+        let loss = model.token_logprobs(&batch, ImageInput::Pixels(images.clone())).unwrap().sum().neg();
+        let grads = GradientsParams::from_module(&mut loss.backward(), &model);
+        // 7 targets x 4 layers x (A, B), each with a gradient although half its inputs are dropped.
+        assert_eq!(grads.len(), 56);
+        AdamWConfig::new().init().step(1e-2, model, grads)
+    };
+    let model = step(step(model));
+    let train = |m: &Llava| to_vec(m.token_logprobs(&batch, ImageInput::Pixels(images.clone())).unwrap());
+    let (first, second) = (train(&model), train(&model));
+    assert!(first.iter().zip(&second).any(|(x, y)| (x - y).abs() > 1e-4), "no dropout while training");
+    // Without autodiff the adapters run undropped: the same as the merged weights.
+    let valid = to_vec(model.valid().forward(&batch, ImageInput::Pixels(images.clone())).unwrap());
+    let merged = to_vec(merge_lora(&model).valid().forward(&batch, ImageInput::Pixels(images)).unwrap());
+    assert_close(&valid, &merged, 1e-4);
+}
+
 fn lora_changed(model: &Llava) -> bool {
     let adapter = model.language_model.layers[0].self_attn.q_proj.weight.adapter();
     adapter.is_some_and(|a| a.b.val().abs().sum().into_scalar::<f32>() > 0.0)

@@ -6,6 +6,7 @@
 //! positions (and logits) as the unpadded one.
 
 use super::config::LlamaConfig;
+use super::lora::project;
 use super::norm::RmsNorm;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
@@ -95,13 +96,15 @@ impl LlamaAttention {
         rope: &Rope,
         mask: &Tensor<4, Bool>,
         cache: &mut LayerCache,
+        lora_dropout: f64,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let split = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2); // [b, n, t, hd]
-        let q = rope.apply(split(self.q_proj.forward(x.clone()), h));
-        let mut k = rope.apply(split(self.k_proj.forward(x.clone()), kv));
-        let mut v = split(self.v_proj.forward(x), kv);
+        let proj = |linear: &Linear, x: Tensor<3>| project(linear, x, lora_dropout);
+        let q = rope.apply(split(proj(&self.q_proj, x.clone()), h));
+        let mut k = rope.apply(split(proj(&self.k_proj, x.clone()), kv));
+        let mut v = split(proj(&self.v_proj, x), kv);
         if let Some((k_past, v_past)) = cache.take() {
             k = Tensor::cat(vec![k_past, k], 2);
             v = Tensor::cat(vec![v_past, v], 2);
@@ -115,7 +118,7 @@ impl LlamaAttention {
         let attn = softmax(scores.mask_fill(mask.clone(), f32::MIN), 3);
         let y = attn.reshape([b, kv, (h / kv) * t, s]).matmul(v); // [b, kv, rep * t, hd]
         let y = y.reshape([b, h, t, hd]).swap_dims(1, 2).reshape([b, t, h * hd]);
-        self.o_proj.forward(y)
+        proj(&self.o_proj, y)
     }
 }
 
@@ -128,6 +131,15 @@ pub struct LlamaMlp {
     pub up_proj: Linear,
     /// Down projection.
     pub down_proj: Linear,
+}
+
+impl LlamaMlp {
+    /// # Shapes
+    /// - `x`: `[b, t, d]` -> same
+    fn forward(&self, x: Tensor<3>, lora_dropout: f64) -> Tensor<3> {
+        let proj = |linear: &Linear, x: Tensor<3>| project(linear, x, lora_dropout);
+        proj(&self.down_proj, silu(proj(&self.gate_proj, x.clone())) * proj(&self.up_proj, x))
+    }
 }
 
 /// One pre-norm decoder layer.
@@ -154,6 +166,8 @@ pub struct LlamaModel {
     pub norm: RmsNorm,
     /// RoPE base frequency.
     pub rope_theta: f64,
+    /// Dropout on LoRA adapters' inputs while training (set by [`super::lora::apply_lora`]).
+    pub lora_dropout: f64,
 }
 
 impl LlamaModel {
@@ -191,6 +205,7 @@ impl LlamaModel {
             layers,
             norm: norm(),
             rope_theta: config.rope_theta,
+            lora_dropout: 0.0,
         }
     }
 
@@ -209,11 +224,9 @@ impl LlamaModel {
         let mask = blocked(key_mask, b, s, t, &device);
         cache.layers.resize(self.layers.len(), None);
         let x = self.layers.iter().zip(cache.layers.iter_mut()).fold(embeds, |x, (layer, c)| {
-            let a = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), &rope, &mask, c);
-            let x = x + a;
-            let h = layer.post_attention_layernorm.forward(x.clone());
-            let mlp = &layer.mlp;
-            x + mlp.down_proj.forward(silu(mlp.gate_proj.forward(h.clone())) * mlp.up_proj.forward(h))
+            let normed = layer.input_layernorm.forward(x.clone());
+            let x = x + layer.self_attn.forward(normed, &rope, &mask, c, self.lora_dropout);
+            x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x), self.lora_dropout)
         });
         self.norm.forward(x)
     }

@@ -1,7 +1,8 @@
-//! LoRA on chosen decoder projections, with burn's built-in reparameterisation
-//! (`Module::apply_lora`): an adapted weight reads as `W + alpha / rank * A B`, `A` random and `B`
-//! zero at the start, and every other parameter is frozen (unfreeze groups afterwards to train,
-//! say, the projector too).
+//! LoRA on chosen decoder projections. burn's `Module::apply_lora` attaches the factors (`A`
+//! random, `B` zero at the start) and freezes every other parameter (unfreeze groups afterwards to
+//! train, say, the projector too); the decoder then runs an adapted projection on the activations,
+//! `x W + alpha / rank * (drop(x) A) B` ([`project`]), as PEFT does: that is where LoRA dropout
+//! acts, and the frozen `W` never gets a weight-sized gradient.
 //!
 //! Merging ([`merge_lora`]) folds the adapters into the weights of a copy, so the adapted model
 //! itself is the unmerged form. Saving ([`super::checkpoint::save_llava`]) writes merged weights.
@@ -9,6 +10,8 @@
 use super::ModelError;
 use super::llava::Llava;
 use burn::module::{Lora, Module, ParamGroup};
+use burn::nn::Linear;
+use burn::tensor::{Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// A decoder projection LoRA can adapt (PEFT's `target_modules` names).
@@ -67,8 +70,8 @@ pub struct LoraConfig {
     pub rank: usize,
     /// Scale numerator: the update is `alpha / rank * A B`.
     pub alpha: f64,
-    /// Dropout on the adapter's input. burn adapts the weight, not the activation, so only 0 is
-    /// accepted.
+    /// Dropout probability on the adapter branch's input while training (PEFT's `lora_dropout`),
+    /// in `[0, 1)`.
     #[serde(default)]
     pub dropout: f64,
     /// Adapted projections, in every decoder layer; default all seven.
@@ -85,17 +88,32 @@ pub fn apply_lora(model: Llava, config: &LoraConfig) -> Result<Llava, ModelError
     if config.rank == 0 || config.targets.is_empty() {
         return Err(ModelError::Config("LoRA needs a rank above 0 and at least one target".into()));
     }
-    if config.dropout != 0.0 {
-        return Err(ModelError::Config(format!(
-            "LoRA dropout {} is not supported: burn's LoRA reparameterises weights, so there is no \
-             adapter input to drop; use 0",
-            config.dropout
-        )));
+    if !(0.0..1.0).contains(&config.dropout) {
+        return Err(ModelError::Config(format!("LoRA dropout must be in [0, 1), got {}", config.dropout)));
     }
     let layers = model.language_model.layers.len();
     let paths: Vec<String> =
         (0..layers).flat_map(|l| config.targets.iter().map(move |t| t.path(l))).collect();
-    Ok(model.apply_lora(Lora::new(config.rank, config.alpha).set_param_group(ParamGroup::from_paths(paths))))
+    let mut model =
+        model.apply_lora(Lora::new(config.rank, config.alpha).set_param_group(ParamGroup::from_paths(paths)));
+    model.language_model.lora_dropout = config.dropout;
+    Ok(model)
+}
+
+/// `linear.forward(x)`, with an attached adapter's branch computed on the activations so that its
+/// input can be dropped. Dropout acts only while the adapter trains (not after `valid()`).
+pub fn project<const D: usize>(linear: &Linear, x: Tensor<D>, dropout: f64) -> Tensor<D> {
+    let Some(adapter) = linear.weight.adapter() else { return linear.forward(x) };
+    let bias = linear.bias.as_ref().map(|b| b.val());
+    let base = burn::tensor::module::linear(x.clone(), linear.weight.base(), bias);
+    let x = if dropout > 0.0 && adapter.a.is_require_grad() {
+        let keep = 1.0 - dropout;
+        x.clone() * x.random_like(Distribution::Bernoulli(keep)) / keep
+    } else {
+        x
+    };
+    let low = burn::tensor::module::linear(x, adapter.a.val(), None);
+    base + burn::tensor::module::linear(low, adapter.b.val(), None).mul_scalar(adapter.scale)
 }
 
 /// A copy of `model` with its adapters folded into the weights; `model` keeps them.
