@@ -5,12 +5,12 @@
 //! [`LlavaConfig::image_features`] consecutive `image_token_id`s, filled in order of appearance
 //! (row-major over the batch) with that image's projected features.
 
-use super::ModelError;
 use super::batch::{PaddingSide, TextBatch, response_columns};
 use super::config::{FeatureStrategy, LlavaConfig};
 use super::llama::{KvCache, LlamaModel};
 use super::projector::Projector;
 use super::vision::ClipVisionTower;
+use super::{ModelError, in_rows, linear_rows};
 use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::log_softmax;
@@ -214,8 +214,11 @@ impl Llava {
     /// - `hidden`: `[b, t, d]` -> `[b, t, vocab]`
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => hidden.matmul(self.language_model.embed_tokens.weight.val().transpose().unsqueeze()),
+            Some(head) => linear_rows(head, hidden),
+            None => {
+                let embed = self.language_model.embed_tokens.weight.val(); // [vocab, d]
+                in_rows(hidden, embed.dims()[0], |h| h.matmul(embed.transpose()))
+            }
         }
     }
 

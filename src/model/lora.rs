@@ -7,8 +7,8 @@
 //! Merging ([`merge_lora`]) folds the adapters into the weights of a copy, so the adapted model
 //! itself is the unmerged form. Saving ([`super::checkpoint::save_llava`]) writes merged weights.
 
-use super::ModelError;
 use super::llava::Llava;
+use super::{ModelError, in_rows, linear_rows};
 use burn::module::{Lora, Module, ParamGroup};
 use burn::nn::Linear;
 use burn::tensor::{Distribution, Tensor};
@@ -103,17 +103,18 @@ pub fn apply_lora(model: Llava, config: &LoraConfig) -> Result<Llava, ModelError
 /// `linear.forward(x)`, with an attached adapter's branch computed on the activations so that its
 /// input can be dropped. Dropout acts only while the adapter trains (not after `valid()`).
 pub fn project<const D: usize>(linear: &Linear, x: Tensor<D>, dropout: f64) -> Tensor<D> {
-    let Some(adapter) = linear.weight.adapter() else { return linear.forward(x) };
-    let bias = linear.bias.as_ref().map(|b| b.val());
-    let base = burn::tensor::module::linear(x.clone(), linear.weight.base(), bias);
-    let x = if dropout > 0.0 && adapter.a.is_require_grad() {
-        let keep = 1.0 - dropout;
-        x.clone() * x.random_like(Distribution::Bernoulli(keep)) / keep
-    } else {
-        x
-    };
-    let low = burn::tensor::module::linear(x, adapter.a.val(), None);
-    base + burn::tensor::module::linear(low, adapter.b.val(), None).mul_scalar(adapter.scale)
+    let Some(adapter) = linear.weight.adapter() else { return linear_rows(linear, x) };
+    in_rows(x, linear.weight.dims()[1], |x| {
+        let bias = linear.bias.as_ref().map(|b| b.val());
+        let base = burn::tensor::module::linear(x.clone(), linear.weight.base(), bias);
+        let x = if dropout > 0.0 && adapter.a.is_require_grad() {
+            let keep = 1.0 - dropout;
+            x.clone() * x.random_like(Distribution::Bernoulli(keep)) / keep
+        } else {
+            x
+        };
+        base + x.matmul(adapter.a.val()).matmul(adapter.b.val()).mul_scalar(adapter.scale)
+    })
 }
 
 /// A copy of `model` with its adapters folded into the weights; `model` keeps them.

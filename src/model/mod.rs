@@ -24,7 +24,29 @@ pub use batch::{PaddingSide, TextBatch};
 pub use config::{FeatureStrategy, LlamaConfig, LlavaConfig, ProjectorKind, VisionConfig};
 pub use llava::{ImageInput, Llava};
 
+use burn::nn::Linear;
+use burn::tensor::Tensor;
 use std::path::{Path, PathBuf};
+
+/// `f` applied to `x` with every leading dimension folded into the rows, the last one becoming
+/// `d_out`. burn keeps a `[b, t, d]` product batched when `t` fills its row tiles, and Flex then
+/// packs the shared weight once per batch: folding made a train step about 20% faster
+/// (BENCHMARKS.md).
+pub(crate) fn in_rows<const D: usize>(
+    x: Tensor<D>,
+    d_out: usize,
+    f: impl FnOnce(Tensor<2>) -> Tensor<2>,
+) -> Tensor<D> {
+    let mut dims = x.dims();
+    let d_in = dims[D - 1];
+    dims[D - 1] = d_out;
+    f(x.reshape([-1, d_in as i32])).reshape(dims)
+}
+
+/// `linear.forward(x)` as one `[rows, d_in] @ [d_in, d_out]` product (see [`in_rows`]).
+pub(crate) fn linear_rows<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
+    in_rows(x, linear.weight.dims()[1], |x| linear.forward(x))
+}
 
 /// What can go wrong loading, saving or running a model; messages name the file and tensor.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! The multi-modal projector: vision features to decoder embeddings (`multi_modal_projector.*`).
 
 use super::config::ProjectorKind;
+use super::linear_rows;
 use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::gelu;
@@ -35,9 +36,9 @@ impl Projector {
     /// # Shapes
     /// - `features`: `[n, f, d_vision]` -> `[n, f, d_text]`
     pub fn forward(&self, features: Tensor<3>) -> Tensor<3> {
-        let x = self.linear_1.forward(features);
+        let x = linear_rows(&self.linear_1, features);
         match &self.linear_2 {
-            Some(linear_2) => linear_2.forward(gelu(x)),
+            Some(linear_2) => linear_rows(linear_2, gelu(x)),
             None => x,
         }
     }

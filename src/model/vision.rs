@@ -5,10 +5,10 @@
 //! (nor `post_layernorm`), and parameters that no loss can reach would have no gradient. Those
 //! tensors are carried as plain data ([`Carried`]) so that saved checkpoints stay complete.
 
-use super::ModelError;
 use super::config::VisionConfig;
 use super::norm::LayerNorm;
 use super::store::{NamedTensor, collect_params};
+use super::{ModelError, linear_rows};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
@@ -61,12 +61,12 @@ impl ClipAttention {
         let [n, t, d] = x.dims();
         let hd = d / self.num_heads;
         let heads = |y: Tensor<3>| y.reshape([n, t, self.num_heads, hd]).swap_dims(1, 2); // [n, h, t, hd]
-        let q = heads(self.q_proj.forward(x.clone())) * (hd as f64).powf(-0.5);
-        let k = heads(self.k_proj.forward(x.clone()));
-        let v = heads(self.v_proj.forward(x));
+        let q = heads(linear_rows(&self.q_proj, x.clone())) * (hd as f64).powf(-0.5);
+        let k = heads(linear_rows(&self.k_proj, x.clone()));
+        let v = heads(linear_rows(&self.v_proj, x));
         let attn = softmax(q.matmul(k.swap_dims(2, 3)), 3); // [n, h, t, t]
         let y = attn.matmul(v).swap_dims(1, 2).reshape([n, t, d]); // [n, t, h * hd]
-        self.out_proj.forward(y)
+        linear_rows(&self.out_proj, y)
     }
 }
 
@@ -83,8 +83,8 @@ impl ClipMlp {
     /// # Shapes
     /// - `x`: `[n, t, d]` -> `[n, t, d]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = self.fc1.forward(x);
-        self.fc2.forward(h.clone() * sigmoid(h * 1.702))
+        let h = linear_rows(&self.fc1, x);
+        linear_rows(&self.fc2, h.clone() * sigmoid(h * 1.702))
     }
 }
 
