@@ -49,6 +49,7 @@ enum Command {
 /// Parses the command line, runs the subcommand, and turns an error into a one-line message and a
 /// non-zero exit.
 pub fn main() -> ExitCode {
+    crate::backend::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
