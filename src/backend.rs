@@ -28,7 +28,7 @@ pub fn training_device() -> Device {
 /// allocates every intermediate tensor afresh, and glibc serves each one above 32 MB (a reward
 /// model's attention scores are 59 MB per layer) with a new `mmap` whose pages the kernel faults
 /// in and zeroes: a fifth of a reward-model step. Measured on the demo's reward model: 30 steps in
-/// 89-90 s instead of 124 s, the same peak memory (BENCHMARKS.md).
+/// 94-100 s instead of 124-129 s, the same peak memory (BENCHMARKS.md).
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `mallopt` only changes allocator parameters; it is called before any other thread
