@@ -101,10 +101,9 @@ impl LlamaAttention {
         let [b, t, _] = x.dims();
         let (h, kv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let split = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2); // [b, n, t, hd]
-        let proj = |linear: &Linear, x: Tensor<3>| project(linear, x, lora_dropout);
-        let q = rope.apply(split(proj(&self.q_proj, x.clone()), h));
-        let mut k = rope.apply(split(proj(&self.k_proj, x.clone()), kv));
-        let mut v = split(proj(&self.v_proj, x), kv);
+        let q = rope.apply(split(project(&self.q_proj, x.clone(), lora_dropout), h));
+        let mut k = rope.apply(split(project(&self.k_proj, x.clone(), lora_dropout), kv));
+        let mut v = split(project(&self.v_proj, x, lora_dropout), kv);
         if let Some((k_past, v_past)) = cache.take() {
             k = Tensor::cat(vec![k_past, k], 2);
             v = Tensor::cat(vec![v_past, v], 2);
@@ -118,7 +117,7 @@ impl LlamaAttention {
         let attn = softmax(scores.mask_fill(mask.clone(), f32::MIN), 3);
         let y = attn.reshape([b, kv, (h / kv) * t, s]).matmul(v); // [b, kv, rep * t, hd]
         let y = y.reshape([b, h, t, hd]).swap_dims(1, 2).reshape([b, t, h * hd]);
-        proj(&self.o_proj, y)
+        project(&self.o_proj, y, lora_dropout)
     }
 }
 
@@ -137,8 +136,8 @@ impl LlamaMlp {
     /// # Shapes
     /// - `x`: `[b, t, d]` -> same
     fn forward(&self, x: Tensor<3>, lora_dropout: f64) -> Tensor<3> {
-        let proj = |linear: &Linear, x: Tensor<3>| project(linear, x, lora_dropout);
-        proj(&self.down_proj, silu(proj(&self.gate_proj, x.clone())) * proj(&self.up_proj, x))
+        let gate = silu(project(&self.gate_proj, x.clone(), lora_dropout));
+        project(&self.down_proj, gate * project(&self.up_proj, x, lora_dropout), lora_dropout)
     }
 }
 

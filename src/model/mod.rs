@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 /// `f` applied to `x` with every leading dimension folded into the rows, the last one becoming
 /// `d_out`. burn keeps a `[b, t, d]` product batched when `t` fills its row tiles, and Flex then
-/// packs the shared weight once per batch: folding made a train step about 20% faster
+/// packs the shared weight once per batch: folding made a train step 15-20% faster
 /// (BENCHMARKS.md).
 pub(crate) fn in_rows<const D: usize>(
     x: Tensor<D>,
