@@ -1,21 +1,33 @@
 """Can a reward model the size of the world's tiny decoder learn the caption lookup at all?
 
-A 4-layer, 128-wide causal transformer (PyTorch, text only: no image, no grading template) is
-trained with the Bradley-Terry loss on its last token to rank a world scene's true description
-above the same description with one claim made false (an object moved, recoloured, reshaped or
-resized, an extra object, a wrong count), given complete facts: the count and one sentence per
-object, shuffled, after the response (`after`, the reward prompt's order) or before it (`before`).
+A causal transformer (PyTorch, text only: no image, no grading template; by default 4 layers,
+128 wide, learned positions) is trained with the Bradley-Terry loss on its last token to rank a
+world scene's true description above the same description with one claim made false (an object
+moved, recoloured, reshaped or resized, an extra object, a wrong count), given complete facts.
+ORDER says where and how the facts are written:
+  after   the count and one sentence per object, shuffled, after the response (the reward prompt's order)
+  before  the same, before the response, so that each claim can be checked against facts already read
+  canon   the true description itself after the response: the check is a comparison of two strings
 Every step draws 32 fresh pairs from the train scenes; held-out accuracy is on 256 pairs of eval
-scenes.
+scenes, printed every 250 steps, overall and by kind of corruption. `--aux` (with `before`) adds denser supervision: a second head at
+the last token of every response sentence learns whether that sentence is one of the facts
+(binary cross-entropy, added to the loss); its held-out accuracy is printed too.
 
-    python scripts/rm_lookup_probe.py WORLD after 1500 [LR]
+    python scripts/rm_lookup_probe.py WORLD after 1500 [--lr 1e-3] [--width 128 --depth 4 --ffn 352] [--rope] [--aux]
 """
-import json, random, sys, time, torch, torch.nn as nn, torch.nn.functional as F
+import argparse, json, random, time, torch, torch.nn as nn, torch.nn.functional as F
 from tokenizers import Tokenizer
+ap = argparse.ArgumentParser()
+ap.add_argument('world'); ap.add_argument('order', choices=['after', 'before', 'canon']); ap.add_argument('steps', type=int)
+ap.add_argument('--lr', type=float, default=1e-3); ap.add_argument('--width', type=int, default=128)
+ap.add_argument('--depth', type=int, default=4); ap.add_argument('--ffn', type=int, default=352)
+ap.add_argument('--rope', action='store_true', help='rotary positions (as the decoder has) instead of learned ones')
+ap.add_argument('--aux', action='store_true')
+args = ap.parse_args(); order = args.order
+if args.aux and order != 'before': ap.error('--aux needs the facts before the response')
 torch.set_num_threads(1); torch.manual_seed(0)
-world, order, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
-tok = Tokenizer.from_file(f'{world}/tokenizer.json')
-scenes = json.load(open(f'{world}/scenes.json'))
+tok = Tokenizer.from_file(f'{args.world}/tokenizer.json')
+scenes = json.load(open(f'{args.world}/scenes.json'))
 CELLS = ["top left","top middle","top right","middle left","center","middle right","bottom left","bottom middle","bottom right"]
 COLS = sorted({o['colour'] for s in scenes for o in s['objects']}); SHAPES = sorted({o['shape'] for s in scenes for o in s['objects']})
 NUM = {1:'one',2:'two',3:'three',4:'four',5:'five',6:'six',7:'seven'}
@@ -34,45 +46,76 @@ def corrupt(obs, rng):
     elif k == 'size': bad[i]['size'] = 'small' if bad[i]['size']=='large' else 'large'
     elif k == 'extra' and free:
         bad.append({'cell': rng.choice(free), 'colour': rng.choice(COLS), 'shape': rng.choice(SHAPES), 'size': 'large'}); n = len(obs)
-    else: n = rng.choice([m for m in range(1,7) if m != len(obs)])
-    return describe(bad, n)
+    else: k = 'count'; n = rng.choice([m for m in range(1,7) if m != len(obs)])
+    return describe(bad, n), k
 def text(obs, resp, rng):
+    """The probe's input and the character offset where the response starts."""
     caps = [count(len(obs))] + [sent(o) for o in obs]; rng.shuffle(caps)
-    facts = 'Facts: ' + ' '.join(caps)
-    return (resp + ' ' + facts if order == 'after' else facts + ' ' + resp) + ' Score:'
+    facts = 'Facts: ' + (describe(obs) if order == 'canon' else ' '.join(caps))
+    if order == 'before': return facts + ' ' + resp + ' Score:', len(facts) + 1
+    return resp + ' ' + facts + ' Score:', 0
 def batch(split, b, rng):
-    xs = []
+    """Token ids, each row's last position, the per-sentence labels (-1 where there is none) and
+    each pair's kind of corruption."""
+    xs = []; kinds = []
     for _ in range(b):
         s = rng.choice(split); obs = s['objects']
-        good = describe(obs); bad = corrupt(obs, rng)
-        if bad == good: bad = describe(obs, len(obs) + 1)
-        xs += [text(obs, good, rng), text(obs, bad, rng)]
-    ids = [tok.encode(x).ids for x in xs]; L = max(map(len, ids))
-    t = torch.zeros(len(ids), L, dtype=torch.long); last = torch.tensor([len(i)-1 for i in ids])
-    for j, i in enumerate(ids): t[j, :len(i)] = torch.tensor(i)
-    return t, last
+        good = describe(obs); bad, k = corrupt(obs, rng)
+        if bad == good: bad, k = describe(obs, len(obs) + 1), 'count'
+        kinds.append(k)
+        facts = {count(len(obs))} | {sent(o) for o in obs}
+        for resp in (good, bad):
+            x, at = text(obs, resp, rng)
+            # each sentence ends in '.'; its label sits on the token holding that '.'
+            ends = [at + i for i, ch in enumerate(resp) if ch == '.']
+            starts = [at] + [e + 2 for e in ends[:-1]]
+            xs.append((x, [(e, x[a:e + 1] in facts) for a, e in zip(starts, ends)]))
+    encs = [tok.encode(x) for x, _ in xs]; L = max(len(e.ids) for e in encs)
+    t = torch.zeros(len(encs), L, dtype=torch.long); last = torch.tensor([len(e.ids)-1 for e in encs])
+    aux = torch.full((len(encs), L), -1.0)
+    for j, (e, (_, labels)) in enumerate(zip(encs, xs)):
+        t[j, :len(e.ids)] = torch.tensor(e.ids)
+        for c, ok in labels:
+            if (k := e.char_to_token(c)) is not None: aux[j, k] = float(ok)
+    return t, last, aux, kinds
+def rotate(x):
+    """Rotary position embedding over the last dimension of [B, H, T, Dh] (LLaMA's half split)."""
+    T, Dh = x.shape[-2], x.shape[-1]
+    f = torch.outer(torch.arange(T, dtype=torch.float), 10000.0 ** (-torch.arange(0, Dh, 2).float() / Dh))
+    cos, sin = torch.cat([f.cos(), f.cos()], -1), torch.cat([f.sin(), f.sin()], -1)
+    x1, x2 = x[..., :Dh//2], x[..., Dh//2:]
+    return x * cos + torch.cat([-x2, x1], -1) * sin
 class Block(nn.Module):
-    def __init__(s, d, h):
+    def __init__(s, d, h, ffn):
         super().__init__(); s.n1 = nn.LayerNorm(d); s.n2 = nn.LayerNorm(d); s.h = h
-        s.qkv = nn.Linear(d, 3*d); s.o = nn.Linear(d, d); s.ff = nn.Sequential(nn.Linear(d, 352), nn.SiLU(), nn.Linear(352, d))
+        s.qkv = nn.Linear(d, 3*d); s.o = nn.Linear(d, d); s.ff = nn.Sequential(nn.Linear(d, ffn), nn.SiLU(), nn.Linear(ffn, d))
     def forward(s, x):
         B, T, D = x.shape; q, k, v = s.qkv(s.n1(x)).view(B, T, 3, s.h, D//s.h).permute(2,0,3,1,4)
+        if args.rope: q, k = rotate(q), rotate(k)
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1,2).reshape(B,T,D)
         x = x + s.o(a); return x + s.ff(s.n2(x))
 class RM(nn.Module):
-    def __init__(s, V, d=128, L=4):
+    def __init__(s, V, d, L, ffn):
         super().__init__(); s.e = nn.Embedding(V, d); s.p = nn.Embedding(512, d)
-        s.b = nn.ModuleList([Block(d, 4) for _ in range(L)]); s.n = nn.LayerNorm(d); s.head = nn.Linear(d, 1)
+        s.b = nn.ModuleList([Block(d, d//32, ffn) for _ in range(L)]); s.n = nn.LayerNorm(d)
+        s.head = nn.Linear(d, 1); s.aux = nn.Linear(d, 1)
     def forward(s, t, last):
-        x = s.e(t) + s.p(torch.arange(t.shape[1]))
+        x = s.e(t) + (0 if args.rope else s.p(torch.arange(t.shape[1])))
         for b in s.b: x = b(x)
-        return s.head(s.n(x))[torch.arange(len(t)), last, 0]
+        h = s.n(x)
+        return s.head(h)[torch.arange(len(t)), last, 0], s.aux(h)[..., 0]
 train = [s for s in scenes if s['split']=='train']; held = [s for s in scenes if s['split']=='eval']
-m = RM(tok.get_vocab_size()); opt = torch.optim.AdamW(m.parameters(), lr=float(sys.argv[4]) if len(sys.argv)>4 else 1e-3)
-rng = random.Random(0); vrng = random.Random(1); vt, vl = batch(held, 256, vrng); t0 = time.time()
-for step in range(1, steps+1):
-    t, l = batch(train, 32, rng); r = m(t, l).view(-1, 2)
-    loss = -F.logsigmoid(r[:,0]-r[:,1]).mean(); opt.zero_grad(); loss.backward(); opt.step()
+m = RM(tok.get_vocab_size(), args.width, args.depth, args.ffn); opt = torch.optim.AdamW(m.parameters(), lr=args.lr)
+rng = random.Random(0); vrng = random.Random(1); vt, vl, va, vk = batch(held, 256, vrng); t0 = time.time()
+for step in range(1, args.steps+1):
+    t, l, a, _ = batch(train, 32, rng); r, per = m(t, l); r = r.view(-1, 2)
+    loss = -F.logsigmoid(r[:,0]-r[:,1]).mean()
+    if args.aux: loss = loss + F.binary_cross_entropy_with_logits(per[a >= 0], a[a >= 0])
+    opt.zero_grad(); loss.backward(); opt.step()
     if step % 250 == 0:
-        with torch.no_grad(): vr = m(vt, vl).view(-1, 2)
-        print(step, f'{time.time()-t0:.0f}s', 'loss', round(loss.item(),3), 'held-out acc', round((vr[:,0]>vr[:,1]).float().mean().item(),3), flush=True)
+        with torch.no_grad(): vr, vper = m(vt, vl)
+        vr = vr.view(-1, 2); right = (vr[:,0]>vr[:,1]).tolist()
+        msg = f'held-out acc {sum(right)/len(right):.3f} (' + ', '.join(
+            f'{k} {sum(r for r, q in zip(right, vk) if q == k)/vk.count(k):.2f}' for k in sorted(set(vk))) + ')'
+        if args.aux: msg += f' per-sentence acc {((vper[va >= 0] > 0).float() == va[va >= 0]).float().mean().item():.3f}'
+        print(step, f'{time.time()-t0:.0f}s', 'loss', round(loss.item(),3), msg, flush=True)
