@@ -11,9 +11,10 @@ ORDER says where and how the facts are written:
 Every step draws 32 fresh pairs from the train scenes; held-out accuracy is on 256 pairs of eval
 scenes, printed every 250 steps, overall and by kind of corruption. `--aux` (with `before`) adds denser supervision: a second head at
 the last token of every response sentence learns whether that sentence is one of the facts
-(binary cross-entropy, added to the loss); its held-out accuracy is printed too.
+(binary cross-entropy, added to the loss); its held-out accuracy is printed too. `--kinds` limits the
+false claims to some kinds (train and held-out alike).
 
-    python scripts/rm_lookup_probe.py WORLD after 1500 [--lr 1e-3] [--width 128 --depth 4 --ffn 352] [--rope] [--aux]
+    python scripts/rm_lookup_probe.py WORLD after 1500 [--lr 1e-3] [--width 128 --depth 4 --ffn 352] [--rope] [--aux] [--kinds colour ...]
 """
 import argparse, json, random, time, torch, torch.nn as nn, torch.nn.functional as F
 from tokenizers import Tokenizer
@@ -23,6 +24,8 @@ ap.add_argument('--lr', type=float, default=1e-3); ap.add_argument('--width', ty
 ap.add_argument('--depth', type=int, default=4); ap.add_argument('--ffn', type=int, default=352)
 ap.add_argument('--rope', action='store_true', help='rotary positions (as the decoder has) instead of learned ones')
 ap.add_argument('--aux', action='store_true')
+KINDS = ['move','colour','shape','size','count','extra']
+ap.add_argument('--kinds', nargs='+', choices=KINDS, default=KINDS, help='the kinds of false claim to draw from')
 args = ap.parse_args(); order = args.order
 if args.aux and order != 'before': ap.error('--aux needs the facts before the response')
 torch.set_num_threads(1); torch.manual_seed(0)
@@ -39,7 +42,7 @@ def describe(obs, n=None):
 def corrupt(obs, rng):
     free = [c for c in CELLS if c not in {o['cell'] for o in obs}]
     bad = [dict(o) for o in obs]; i = rng.randrange(len(bad)); n = None
-    k = rng.choice(['move','colour','shape','size','count','extra'])
+    k = rng.choice(args.kinds)
     if k == 'move' and free: bad[i]['cell'] = rng.choice(free)
     elif k == 'colour': bad[i]['colour'] = rng.choice([c for c in COLS if c != bad[i]['colour']])
     elif k == 'shape': bad[i]['shape'] = rng.choice([c for c in SHAPES if c != bad[i]['shape']])
