@@ -9,10 +9,10 @@ ORDER says where and how the facts are written:
   before  the same, before the response, so that each claim can be checked against facts already read
   canon   the true description itself after the response: the check is a comparison of two strings
 Every step draws 32 fresh pairs from the train scenes; held-out accuracy is on 256 pairs of eval
-scenes, printed every 250 steps, overall and by kind of corruption. `--aux` (with `before`) adds denser supervision: a second head at
-the last token of every response sentence learns whether that sentence is one of the facts
-(binary cross-entropy, added to the loss); its held-out accuracy is printed too. `--kinds` limits the
-false claims to some kinds (train and held-out alike).
+scenes, printed every 250 steps, overall and by kind of corruption. `--aux` (with `before`) adds
+denser supervision: a second head at the last token of every response sentence learns whether
+that sentence is one of the facts (binary cross-entropy, added to the loss); its held-out accuracy
+is printed too. `--kinds` limits the false claims to some kinds (train and held-out alike).
 
     python scripts/rm_lookup_probe.py WORLD after 1500 [--lr 1e-3] [--width 128 --depth 4 --ffn 352] [--rope] [--aux] [--kinds colour ...]
 """
@@ -79,7 +79,7 @@ def batch(split, b, rng):
     for j, (e, (_, labels)) in enumerate(zip(encs, xs)):
         t[j, :len(e.ids)] = torch.tensor(e.ids)
         for c, ok in labels:
-            if (k := e.char_to_token(c)) is not None: aux[j, k] = float(ok)
+            if (pos := e.char_to_token(c)) is not None: aux[j, pos] = float(ok)
     return t, last, aux, kinds
 def rotate(x):
     """Rotary position embedding over the last dimension of [B, H, T, Dh] (LLaMA's half split)."""
@@ -99,6 +99,8 @@ class Block(nn.Module):
         x = x + s.o(a); return x + s.ff(s.n2(x))
 class RM(nn.Module):
     def __init__(s, V, d, L, ffn):
+        # the learned positions and the aux head exist in every run (unused with --rope / without
+        # --aux) so that every run starts from the same initial weights
         super().__init__(); s.e = nn.Embedding(V, d); s.p = nn.Embedding(512, d)
         s.b = nn.ModuleList([Block(d, d//32, ffn) for _ in range(L)]); s.n = nn.LayerNorm(d)
         s.head = nn.Linear(d, 1); s.aux = nn.Linear(d, 1)
