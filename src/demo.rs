@@ -275,7 +275,7 @@ fn run_seed(opts: &DemoOptions, seed: u64) -> Result<Vec<(String, EvalReport)>, 
             if let Some(m) = s.eval {
                 eprintln!(
                     "[demo seed {seed}] {name}: held-out accuracy {:.3}, on hallucination pairs {:.3} ({} pairs)",
-                    m.accuracy, m.hallucination_accuracy, m.hallucination_pairs
+                    m.all.accuracy, m.all.hallucination_accuracy, m.all.hallucination_pairs
                 );
             }
             Ok(())

@@ -91,9 +91,22 @@ fn reward(r: RewardArgs) -> anyhow::Result<()> {
     cfg.facts &= !r.no_facts;
     let s = crate::train::reward::train(&cfg, a.resume, a.halt_after)?;
     let eval = s.eval.map(|m| {
+        let by_task: Vec<String> = m
+            .by_task
+            .iter()
+            .map(|(t, a)| {
+                format!(
+                    "{t} {:.3} of {} ({:.3} of {})",
+                    a.accuracy, a.pairs, a.hallucination_accuracy, a.hallucination_pairs
+                )
+            })
+            .collect();
         format!(
-            ", held-out accuracy {:.3} (on {} hallucination pairs {:.3})",
-            m.accuracy, m.hallucination_pairs, m.hallucination_accuracy
+            ", held-out accuracy {:.3} (on {} hallucination pairs {:.3}){}",
+            m.all.accuracy,
+            m.all.hallucination_pairs,
+            m.all.hallucination_accuracy,
+            if by_task.is_empty() { String::new() } else { format!("; by task: {}", by_task.join(", ")) }
         )
     });
     println!(

@@ -178,8 +178,7 @@ fn evaluate(
         loss += l.into_scalar::<f32>() * chunk.len() as f32;
         margins.extend(host(m)?);
     }
-    let hall: Vec<bool> = val_pairs.iter().map(|p| p.hallucination_pair).collect();
-    Ok((loss / val.len().max(1) as f32, pair_metrics(&margins, &hall)))
+    Ok((loss / val.len().max(1) as f32, pair_metrics(&margins, val_pairs)))
 }
 
 fn batch_loss(
@@ -309,11 +308,11 @@ pub fn train(cfg: &DpoConfig, resume: bool, halt_after: Option<usize>) -> Result
                 &bar,
                 format!(
                     "step {step}/{total}: held-out accuracy {:.3}, margin {:.3}, loss {loss:.4}",
-                    m.accuracy, m.margin_mean
+                    m.all.accuracy, m.margin_mean
                 ),
             );
             metrics.log(&serde_json::json!({"step": step, "eval_loss": loss, "eval": m}))?;
-            last_eval = Some(m.accuracy);
+            last_eval = Some(m.all.accuracy);
         }
         if step % cfg.checkpoint_every.max(1) == 0 || step == stop {
             let state = serde_json::json!({"step": step});

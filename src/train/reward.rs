@@ -17,7 +17,7 @@ use super::run::RunDir;
 use super::schedule::warmup_cosine;
 use super::sft::{Part, epoch_batches, prepare};
 use crate::backend::{inference_device, training_device};
-use crate::data::formats::{Role, Turn};
+use crate::data::formats::{Role, Task, Turn};
 use crate::data::template::reward_text;
 use crate::io;
 use crate::model::checkpoint::{load_scalar_head, save_scalar_head};
@@ -136,6 +136,9 @@ pub struct PrefRecord {
     /// factrl: the image's captions.
     #[serde(default)]
     pub captions: Option<Vec<String>>,
+    /// factrl: what kind of question the prompt is (held-out accuracy is also reported by kind).
+    #[serde(default)]
+    pub task: Option<Task>,
 }
 
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -174,6 +177,8 @@ pub struct PrefPair {
     pub image: usize,
     /// Exactly one of the two responses hallucinates.
     pub hallucination_pair: bool,
+    /// What kind of question the prompt is, when the record says.
+    pub task: Option<Task>,
 }
 
 /// Captions by image, from an `image_to_caption.json`.
@@ -249,6 +254,7 @@ pub fn load_pairs(
             captions,
             image,
             hallucination_pair,
+            task: r.task,
         });
     }
     Ok(out)
@@ -275,9 +281,9 @@ pub fn bradley_terry_loss(chosen: Tensor<1>, rejected: Tensor<1>, center: f64) -
     bt + (chosen + rejected).mean().abs().mul_scalar(center)
 }
 
-/// Held-out metrics of reward margins `r_chosen - r_rejected`.
+/// Accuracy of some pairs, overall and on those where exactly one response hallucinates.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct PairMetrics {
+pub struct Accuracy {
     /// Pairs scored.
     pub pairs: usize,
     /// Share of pairs with a positive margin.
@@ -286,37 +292,66 @@ pub struct PairMetrics {
     pub hallucination_pairs: usize,
     /// Accuracy on those pairs (0 when there are none).
     pub hallucination_accuracy: f64,
+}
+
+impl Accuracy {
+    /// From `(margin, hallucination pair)`; a tie (margin 0) counts as wrong.
+    fn of(scored: &[(f32, bool)]) -> Accuracy {
+        let rate = |v: &[f32]| v.iter().filter(|m| **m > 0.0).count() as f64 / v.len().max(1) as f64;
+        let all: Vec<f32> = scored.iter().map(|s| s.0).collect();
+        let hall: Vec<f32> = scored.iter().filter(|s| s.1).map(|s| s.0).collect();
+        Accuracy {
+            pairs: all.len(),
+            accuracy: rate(&all),
+            hallucination_pairs: hall.len(),
+            hallucination_accuracy: rate(&hall),
+        }
+    }
+}
+
+/// Held-out metrics of reward margins `r_chosen - r_rejected`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PairMetrics {
+    /// Over all pairs.
+    #[serde(flatten)]
+    pub all: Accuracy,
     /// Mean margin.
     pub margin_mean: f64,
-    /// 10th, 50th and 90th percentile of the margin.
+    /// 10th percentile of the margin.
     pub margin_p10: f64,
     /// Median margin.
     pub margin_p50: f64,
     /// 90th percentile of the margin.
     pub margin_p90: f64,
+    /// By the records' `task` (pairs without one are only in `all`): where the model is right.
+    pub by_task: BTreeMap<String, Accuracy>,
 }
 
-/// Accuracy overall and on hallucination pairs, and the margin's distribution. A tie (margin 0)
-/// counts as wrong.
-pub fn pair_metrics(margins: &[f32], hallucination: &[bool]) -> PairMetrics {
+/// Accuracy overall, by task and on hallucination pairs, and the margin's distribution, of
+/// `margins[i]` for `pairs[i]`. A tie (margin 0) counts as wrong.
+pub fn pair_metrics(margins: &[f32], pairs: &[PrefPair]) -> PairMetrics {
     let n = margins.len();
     if n == 0 {
         return PairMetrics::default();
     }
-    let right = |m: &f32| f64::from(u8::from(*m > 0.0));
-    let hall: Vec<f32> = margins.iter().zip(hallucination).filter(|(_, h)| **h).map(|(m, _)| *m).collect();
+    let scored: Vec<(f32, bool)> =
+        margins.iter().zip(pairs).map(|(m, p)| (*m, p.hallucination_pair)).collect();
+    let mut tasks: BTreeMap<String, Vec<(f32, bool)>> = BTreeMap::new();
+    for (s, p) in scored.iter().zip(pairs) {
+        if let Some(t) = p.task {
+            tasks.entry(t.name().to_string()).or_default().push(*s);
+        }
+    }
     let mut sorted = margins.to_vec();
     sorted.sort_by(f32::total_cmp);
     let pct = |q: f64| f64::from(sorted[((n - 1) as f64 * q).round() as usize]);
     PairMetrics {
-        pairs: n,
-        accuracy: margins.iter().map(right).sum::<f64>() / n as f64,
-        hallucination_pairs: hall.len(),
-        hallucination_accuracy: hall.iter().map(right).sum::<f64>() / hall.len().max(1) as f64,
+        all: Accuracy::of(&scored),
         margin_mean: margins.iter().map(|&m| f64::from(m)).sum::<f64>() / n as f64,
         margin_p10: pct(0.1),
         margin_p50: pct(0.5),
         margin_p90: pct(0.9),
+        by_task: tasks.into_iter().map(|(t, s)| (t, Accuracy::of(&s))).collect(),
     }
 }
 
@@ -470,8 +505,7 @@ fn evaluate(
         loss += l.into_scalar::<f32>() * chunk.len() as f32;
         margins.extend(m);
     }
-    let hall: Vec<bool> = pairs.iter().map(|p| p.hallucination_pair).collect();
-    Ok((loss / pairs.len().max(1) as f32, pair_metrics(&margins, &hall)))
+    Ok((loss / pairs.len().max(1) as f32, pair_metrics(&margins, pairs)))
 }
 
 /// What a finished reward run reports.
@@ -604,12 +638,12 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
                 &bar,
                 format!(
                     "step {step}/{total}: held-out accuracy {:.3} (hallucination pairs {:.3} of {}), margin {:.2}, loss {loss:.4}",
-                    m.accuracy, m.hallucination_accuracy, m.hallucination_pairs, m.margin_mean
+                    m.all.accuracy, m.all.hallucination_accuracy, m.all.hallucination_pairs, m.margin_mean
                 ),
             );
             metrics.log(&serde_json::json!({"step": step, "eval_loss": loss, "eval": m}))?;
-            if m.accuracy > best.accuracy || !best_dir.exists() {
-                best = Best { accuracy: m.accuracy, stale: 0 };
+            if m.all.accuracy > best.accuracy || !best_dir.exists() {
+                best = Best { accuracy: m.all.accuracy, stale: 0 };
                 write_folder(&best_dir, |d| save_reward_folder(&rm, &folder, info, d))?;
             } else {
                 best.stale += 1;
@@ -742,15 +776,40 @@ mod tests {
         assert!((loss - std::f32::consts::LN_2).abs() < 1e-6);
     }
 
+    fn pair(image: usize, hallucination_pair: bool, task: Option<Task>) -> PrefPair {
+        PrefPair {
+            id: String::new(),
+            turns: Vec::new(),
+            chosen: String::new(),
+            rejected: String::new(),
+            captions: None,
+            image,
+            hallucination_pair,
+            task,
+        }
+    }
+
     #[test]
     fn metrics_count_hallucination_pairs_and_ties_as_wrong() {
-        let m = pair_metrics(&[2.0, -1.0, 0.0, 0.5, 3.0], &[true, true, false, false, true]);
-        assert_eq!((m.pairs, m.hallucination_pairs), (5, 3));
-        assert!((m.accuracy - 0.6).abs() < 1e-12);
-        assert!((m.hallucination_accuracy - 2.0 / 3.0).abs() < 1e-12);
+        let (d, c) = (Some(Task::Description), Some(Task::Counting));
+        let pairs =
+            [pair(0, true, d), pair(0, true, c), pair(0, false, d), pair(0, false, None), pair(0, true, d)];
+        let m = pair_metrics(&[2.0, -1.0, 0.0, 0.5, 3.0], &pairs);
+        assert_eq!((m.all.pairs, m.all.hallucination_pairs), (5, 3));
+        assert!((m.all.accuracy - 0.6).abs() < 1e-12);
+        assert!((m.all.hallucination_accuracy - 2.0 / 3.0).abs() < 1e-12);
         assert!((m.margin_mean - 0.9).abs() < 1e-6);
         // sorted -1, 0, 0.5, 2, 3: p10 at index round(0.4) = 0, p50 at 2, p90 at round(3.6) = 4
         assert_eq!((m.margin_p10, m.margin_p50, m.margin_p90), (-1.0, 0.5, 3.0));
+        // descriptions: margins 2, 0 (tie), 3, two of them hallucination pairs; counting: -1; the
+        // pair without a task only counts overall
+        let desc =
+            Accuracy { pairs: 3, accuracy: 2.0 / 3.0, hallucination_pairs: 2, hallucination_accuracy: 1.0 };
+        let count = Accuracy { pairs: 1, accuracy: 0.0, hallucination_pairs: 1, hallucination_accuracy: 0.0 };
+        let want = BTreeMap::from([("counting".to_string(), count), ("description".to_string(), desc)]);
+        assert_eq!(m.by_task, want);
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["hallucination_pairs"], 3, "overall figures stay at the top level: {json}");
     }
 
     #[test]
@@ -767,16 +826,7 @@ mod tests {
 
     #[test]
     fn split_holds_out_whole_images() {
-        let pair = |image| PrefPair {
-            id: String::new(),
-            turns: Vec::new(),
-            chosen: String::new(),
-            rejected: String::new(),
-            captions: None,
-            image,
-            hallucination_pair: false,
-        };
-        let pairs: Vec<PrefPair> = (0..40).map(|i| pair(i % 10)).collect();
+        let pairs: Vec<PrefPair> = (0..40).map(|i| pair(i % 10, false, None)).collect();
         let (train, val) = split_by_image(pairs, 0.2, 1);
         assert_eq!((train.len(), val.len()), (32, 8));
         let held: BTreeSet<usize> = val.iter().map(|p| p.image).collect();
