@@ -13,6 +13,9 @@ scenes, printed every 250 steps, overall and by kind of corruption. `--aux` (wit
 denser supervision: a second head at the last token of every response sentence learns whether
 that sentence is one of the facts (binary cross-entropy, added to the loss); its held-out accuracy
 is printed too. `--kinds` limits the false claims to some kinds (train and held-out alike).
+`--lm N` first trains N steps of next-token prediction on the facts that follow the true
+description (the same layout): predicting a fact's cell or colour means finding its object in the
+description, the lookup the reward needs; its held-out next-token accuracy is printed.
 
     python scripts/rm_lookup_probe.py WORLD after 1500 [--lr 1e-3] [--width 128 --depth 4 --ffn 352] [--rope] [--aux] [--kinds colour ...]
 """
@@ -24,10 +27,15 @@ ap.add_argument('--lr', type=float, default=1e-3); ap.add_argument('--width', ty
 ap.add_argument('--depth', type=int, default=4); ap.add_argument('--ffn', type=int, default=352)
 ap.add_argument('--rope', action='store_true', help='rotary positions (as the decoder has) instead of learned ones')
 ap.add_argument('--aux', action='store_true')
+ap.add_argument('--lm', type=int, default=0, metavar='STEPS',
+                help='first train this many steps of next-token prediction on the facts after the true description')
+ap.add_argument('--lm-coef', type=float, default=0.0, metavar='C',
+                help='add C times next-token prediction of the facts (after both responses) to the reward loss')
 KINDS = ['move','colour','shape','size','count','extra']
 ap.add_argument('--kinds', nargs='+', choices=KINDS, default=KINDS, help='the kinds of false claim to draw from')
 args = ap.parse_args(); order = args.order
 if args.aux and order != 'before': ap.error('--aux needs the facts before the response')
+if (args.lm or args.lm_coef) and order == 'before': ap.error('--lm and --lm-coef need the facts after the response')
 torch.set_num_threads(1); torch.manual_seed(0)
 tok = Tokenizer.from_file(f'{args.world}/tokenizer.json')
 scenes = json.load(open(f'{args.world}/scenes.json'))
@@ -80,7 +88,21 @@ def batch(split, b, rng):
         t[j, :len(e.ids)] = torch.tensor(e.ids)
         for c, ok in labels:
             if (pos := e.char_to_token(c)) is not None: aux[j, pos] = float(ok)
-    return t, last, aux, kinds
+    facts_at = torch.tensor([e.char_to_token(x.index('Facts:')) if 'Facts:' in x and order != 'before' else 0 for e, (x, _) in zip(encs, xs)])
+    fmask = (torch.arange(L)[None, :] >= facts_at[:, None]) & (torch.arange(L)[None, :] < last[:, None]) & (facts_at[:, None] > 0)
+    return t, last, aux, kinds, fmask
+def lm_batch(split, b, rng):
+    """Token ids of true descriptions followed by their facts (ORDER's layout) and a mask of the
+    positions whose next token is one of the facts'."""
+    encs, starts = [], []
+    for _ in range(b):
+        obs = rng.choice(split)['objects']; x, _ = text(obs, describe(obs), rng)
+        e = tok.encode(x); encs.append(e); starts.append(e.char_to_token(x.index('Facts:')))
+    L = max(len(e.ids) for e in encs)
+    t = torch.zeros(b, L, dtype=torch.long); mask = torch.zeros(b, L, dtype=torch.bool)
+    for j, (e, a) in enumerate(zip(encs, starts)):
+        t[j, :len(e.ids)] = torch.tensor(e.ids); mask[j, a:len(e.ids) - 1] = True
+    return t, mask
 def rotate(x):
     """Rotary position embedding over the last dimension of [B, H, T, Dh] (LLaMA's half split)."""
     T, Dh = x.shape[-2], x.shape[-1]
@@ -103,18 +125,33 @@ class RM(nn.Module):
         # --aux) so that every run starts from the same initial weights
         super().__init__(); s.e = nn.Embedding(V, d); s.p = nn.Embedding(512, d)
         s.b = nn.ModuleList([Block(d, d//32, ffn) for _ in range(L)]); s.n = nn.LayerNorm(d)
-        s.head = nn.Linear(d, 1); s.aux = nn.Linear(d, 1)
-    def forward(s, t, last):
+        s.head = nn.Linear(d, 1); s.aux = nn.Linear(d, 1); s.lm = nn.Linear(d, V)
+    def hidden(s, t):
         x = s.e(t) + (0 if args.rope else s.p(torch.arange(t.shape[1])))
         for b in s.b: x = b(x)
-        h = s.n(x)
+        return s.n(x)
+    def forward(s, t, last):
+        h = s.hidden(t)
         return s.head(h)[torch.arange(len(t)), last, 0], s.aux(h)[..., 0]
 train = [s for s in scenes if s['split']=='train']; held = [s for s in scenes if s['split']=='eval']
 m = RM(tok.get_vocab_size(), args.width, args.depth, args.ffn); opt = torch.optim.AdamW(m.parameters(), lr=args.lr)
-rng = random.Random(0); vrng = random.Random(1); vt, vl, va, vk = batch(held, 256, vrng); t0 = time.time()
+rng = random.Random(0); vrng = random.Random(1); vt, vl, va, vk, _ = batch(held, 256, vrng); t0 = time.time()
+if args.lm:
+    lrng = random.Random(2); lt, lmask = lm_batch(held, 256, random.Random(3))
+    for step in range(1, args.lm + 1):
+        t, mask = lm_batch(train, 32, lrng); logits = m.lm(m.hidden(t))
+        loss = F.cross_entropy(logits[:, :-1][mask[:, :-1]], t[:, 1:][mask[:, :-1]])
+        opt.zero_grad(); loss.backward(); opt.step()
+        if step % 250 == 0:
+            with torch.no_grad(): p = m.lm(m.hidden(lt))[:, :-1].argmax(-1)
+            acc = (p[lmask[:, :-1]] == lt[:, 1:][lmask[:, :-1]]).float().mean().item()
+            print('lm', step, f'{time.time()-t0:.0f}s', 'loss', round(loss.item(), 3), f'held-out next-token acc {acc:.3f}', flush=True)
+    opt = torch.optim.AdamW(m.parameters(), lr=args.lr)
 for step in range(1, args.steps+1):
-    t, l, a, _ = batch(train, 32, rng); r, per = m(t, l); r = r.view(-1, 2)
+    t, l, a, _, fm = batch(train, 32, rng)
+    h = m.hidden(t); r, per = m.head(h)[torch.arange(len(t)), l, 0].view(-1, 2), m.aux(h)[..., 0]
     loss = -F.logsigmoid(r[:,0]-r[:,1]).mean()
+    if args.lm_coef: loss = loss + args.lm_coef * F.cross_entropy(m.lm(h)[:, :-1][fm[:, :-1]], t[:, 1:][fm[:, :-1]])
     if args.aux: loss = loss + F.binary_cross_entropy_with_logits(per[a >= 0], a[a >= 0])
     opt.zero_grad(); loss.backward(); opt.step()
     if step % 250 == 0:

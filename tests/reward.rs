@@ -113,3 +113,24 @@ fn a_bad_preference_is_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains(&id) && err.contains("preference is 3"), "{err}");
 }
+
+#[test]
+fn the_facts_next_token_loss_is_logged_and_falls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let c = config.to_str().unwrap();
+    let run = |dir: &str, extra: &[&str]| {
+        let out = format!("out={}/{dir}", tmp.path().display());
+        let mut args = vec!["train", "reward", "--config", c, "--set", &out, "--set", "facts_lm_coef=1.0"];
+        args.extend(["--set", "max_steps=40", "--set", "log_every=4", "--set", "eval_every=40"]);
+        args.extend(extra);
+        factrl_ok(&args);
+        jsonl(&tmp.path().join(dir).join("metrics.jsonl"))
+    };
+    let nll: Vec<f64> = run("lm", &[]).iter().filter_map(|l| l.get("facts_nll")?.as_f64()).collect();
+    assert_eq!(nll.len(), 10, "{nll:?}");
+    let (first, last) = (nll[..3].iter().sum::<f64>(), nll[7..].iter().sum::<f64>());
+    assert!(last < 0.8 * first, "the captions' next-token loss should fall: {nll:?}");
+    // The standard reward model reads no captions: nothing to predict.
+    assert!(run("plain", &["--no-facts"]).iter().all(|l| l.get("facts_nll").is_none()));
+}

@@ -4,6 +4,7 @@
 
 use super::chat;
 use super::formats::Turn;
+use std::ops::Range;
 
 /// Appended after the conversation (as a new user turn) to ask the reward model for a score; the
 /// score is read at the end of this text. `{factual_prompt}` is replaced by [`factual_prompt`]'s
@@ -36,7 +37,23 @@ pub fn reward_prompt(captions: Option<&[String]>) -> String {
 /// prompt. Reward training, `factrl score --reward-model` and PPO all score this text, so the
 /// reward model sees the same words everywhere.
 pub fn reward_text(turns: &[Turn], response: &str, captions: Option<&[String]>) -> String {
-    format!("{} {response}</s>{}", chat::text(turns, true), reward_prompt(captions))
+    reward_text_with_facts(turns, response, captions).0
+}
+
+/// [`reward_text`] and, with captions, the byte range of their list in it: the text a reward
+/// model trained with `facts_lm_coef` learns to predict.
+pub fn reward_text_with_facts(
+    turns: &[Turn],
+    response: &str,
+    captions: Option<&[String]>,
+) -> (String, Option<Range<usize>>) {
+    let head = format!("{} {response}</s>", chat::text(turns, true));
+    let prompt = reward_prompt(captions);
+    let span = captions.and_then(|c| {
+        let start = head.len() + prompt.find(FACTUAL_PROMPT)? + FACTUAL_PROMPT.len();
+        Some(start..start + factual_prompt(c).len() - FACTUAL_PROMPT.len())
+    });
+    (head + &prompt, span)
 }
 
 #[cfg(test)]
@@ -51,6 +68,16 @@ mod tests {
             "USER: <image>\nIs there a red circle in the image? ASSISTANT: No.</s>USER: Please"
         ));
         assert!(t.ends_with("the quality score of my last response is"));
+    }
+
+    #[test]
+    fn facts_span_covers_the_caption_list() {
+        let turns = [Turn::human("<image>\nDescribe the image.")];
+        let caps = ["A red circle.".to_string(), "There is one object.".to_string()];
+        let (text, span) = reward_text_with_facts(&turns, "A red circle.", Some(&caps));
+        assert_eq!(text, reward_text(&turns, "A red circle.", Some(&caps)));
+        assert_eq!(&text[span.unwrap()], "  - A red circle.\n  - There is one object.\n");
+        assert_eq!(reward_text_with_facts(&turns, "x", None).1, None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use super::store::SaveDtype;
 use crate::backend::inference_device;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
@@ -64,6 +65,17 @@ pub struct ModelFolder {
     pub tokenizer_path: PathBuf,
 }
 
+/// Whether each token of `e` lies inside the byte range `span` of its text (by the tokenizer's
+/// offsets; special tokens lie outside).
+pub fn tokens_within(e: &tokenizers::Encoding, span: &Range<usize>) -> Vec<bool> {
+    let special = e.get_special_tokens_mask();
+    e.get_offsets()
+        .iter()
+        .zip(special)
+        .map(|(&(a, b), &s)| s == 0 && b > a && a >= span.start && b <= span.end)
+        .collect()
+}
+
 impl ModelFolder {
     /// Loads `dir` onto `device`.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
@@ -86,9 +98,23 @@ impl ModelFolder {
 
     /// Token ids of `text` (with the tokenizer's special tokens, e.g. BOS).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        Ok(self.encoding(text)?.get_ids().to_vec())
+    }
+
+    /// Token ids of `text` and whether each token lies inside the byte range `span` (by the
+    /// tokenizer's offsets; special tokens lie outside).
+    pub fn encode_marking(
+        &self,
+        text: &str,
+        span: &Range<usize>,
+    ) -> Result<(Vec<u32>, Vec<bool>), ModelError> {
+        let e = self.encoding(text)?;
+        Ok((e.get_ids().to_vec(), tokens_within(&e, span)))
+    }
+
+    fn encoding(&self, text: &str) -> Result<tokenizers::Encoding, ModelError> {
         self.tokenizer
             .encode(text, true)
-            .map(|e| e.get_ids().to_vec())
             .map_err(|e| ModelError::Tokenizer { path: self.tokenizer_path.clone(), problem: e.to_string() })
     }
 

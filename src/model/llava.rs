@@ -236,11 +236,21 @@ impl Llava {
     /// # Shapes
     /// - -> `[b, t - 1]`
     pub fn token_logprobs(&self, batch: &TextBatch, images: ImageInput) -> Result<Tensor<2>, ModelError> {
+        let hidden = self.hidden_states(batch, images)?;
+        self.token_logprobs_of(batch, hidden)
+    }
+
+    /// [`Llava::token_logprobs`] from the batch's final hidden states (when they serve another
+    /// head too).
+    ///
+    /// # Shapes
+    /// - `hidden`: `[b, t, d]` -> `[b, t - 1]`
+    pub fn token_logprobs_of(&self, batch: &TextBatch, hidden: Tensor<3>) -> Result<Tensor<2>, ModelError> {
         let (b, t) = (batch.batch, batch.len);
         if t < 2 {
             return Err(ModelError::Input("log-probs need sequences of at least 2 tokens".into()));
         }
-        let logits = self.forward(batch, images)?.narrow(1, 0, t - 1); // [b, t - 1, vocab]
+        let logits = self.logits(hidden).narrow(1, 0, t - 1); // [b, t - 1, vocab]
         let next: Vec<i64> =
             batch.ids.chunks(t).flat_map(|row| row[1..].iter().map(|&i| i64::from(i))).collect();
         let next = Tensor::<3, Int>::from_data(TensorData::new(next, [b, t - 1, 1]), &self.device());

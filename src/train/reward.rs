@@ -1,8 +1,9 @@
 //! Stage 3: the (factually augmented) reward model. The SFT model with a scalar head on the last
 //! token reads the conversation, the response and LLaVA-RLHF's grading prompt
-//! ([`reward_text`]), which with facts lists the image's captions (shuffled each time) and says
-//! the response should be fully supported by them. It learns preference pairs with the
-//! Bradley-Terry loss.
+//! ([`crate::data::template::reward_text`]), which with facts lists the image's captions (shuffled
+//! each time) and says the response should be fully supported by them. It learns preference pairs
+//! with the Bradley-Terry loss, optionally with a next-token loss on the captions
+//! (`facts_lm_coef`).
 //!
 //! A reward model folder is a llava-hf model folder plus `scalar_head.safetensors` and
 //! `reward.json` (`{"facts": bool}`: whether its grading prompt lists captions).
@@ -15,10 +16,10 @@ use super::config;
 use super::optim::{adamw, clip_global_norm};
 use super::run::RunDir;
 use super::schedule::warmup_cosine;
-use super::sft::{Part, epoch_batches, prepare};
+use super::sft::{LossAverage, Part, epoch_batches, loss_weights, prepare};
 use crate::backend::{inference_device, training_device};
 use crate::data::formats::{Role, Task, Turn};
-use crate::data::template::reward_text;
+use crate::data::template::reward_text_with_facts;
 use crate::io;
 use crate::model::checkpoint::{load_scalar_head, save_scalar_head};
 use crate::model::jobs::ModelFolder;
@@ -29,7 +30,7 @@ use crate::model::{ImageInput, Llava, ModelError, PaddingSide, TextBatch};
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::activation::log_sigmoid;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -90,6 +91,11 @@ pub struct RewardConfig {
     pub patience: Option<usize>,
     /// Weight of the centring term `|mean(r_chosen + r_rejected)|` (LLaVA-RLHF: 1e-3).
     pub center_coef: f64,
+    /// Weight of an auxiliary next-token loss on the captions of the grading prompt (with facts;
+    /// 0: off). Predicting a caption means finding its object in the response: the lookup the
+    /// reward needs, taught densely rather than through one bit per pair.
+    #[serde(default)]
+    pub facts_lm_coef: f64,
     /// Seed of initialisation, shuffling, the held-out split and caption order.
     pub seed: u64,
     /// Steps between metric lines.
@@ -370,10 +376,23 @@ impl RewardModel {
     /// # Shapes
     /// - -> `[b]`
     pub fn scores(&self, seqs: &[Vec<u32>], images: ImageInput) -> Result<Tensor<1>, ModelError> {
+        Ok(self.scores_and_hidden(seqs, images)?.0)
+    }
+
+    /// [`RewardModel::scores`], the padded batch and its final hidden states (for a loss on
+    /// other positions).
+    ///
+    /// # Shapes
+    /// - -> `[b]`, `[b, t, d]`
+    pub fn scores_and_hidden(
+        &self,
+        seqs: &[Vec<u32>],
+        images: ImageInput,
+    ) -> Result<(Tensor<1>, TextBatch, Tensor<3>), ModelError> {
         let pad = self.llava.config.pad_token_id.or(self.llava.config.eos_token_id).unwrap_or(0);
         let batch = TextBatch::pad(seqs, pad, PaddingSide::Right);
         let hidden = self.llava.hidden_states(&batch, images)?; // [b, t, d]
-        Ok(self.head.forward(hidden, &batch.last_real()))
+        Ok((self.head.forward(hidden.clone(), &batch.last_real()), batch, hidden))
     }
 }
 
@@ -431,8 +450,29 @@ pub fn encode_reward_input(
     response: &str,
     captions: Option<&[String]>,
 ) -> Result<Vec<u32>, TrainError> {
-    let text = reward_text(turns, response, captions);
-    Ok(folder.expand_images(&folder.encode(&text)?, 1)?)
+    Ok(encode_marking_facts(folder, turns, response, captions)?.0)
+}
+
+/// Token ids of a reward input and which of them belong to the caption list.
+type MarkedIds = (Vec<u32>, Vec<bool>);
+
+/// [`encode_reward_input`] and which of its tokens belong to the caption list (none without
+/// captions).
+fn encode_marking_facts(
+    folder: &ModelFolder,
+    turns: &[Turn],
+    response: &str,
+    captions: Option<&[String]>,
+) -> Result<MarkedIds, TrainError> {
+    let (text, span) = reward_text_with_facts(turns, response, captions);
+    let (ids, mut facts) = folder.encode_marking(&text, &span.unwrap_or(0..0))?;
+    let ids = folder.expand_images(&ids, 1)?;
+    // The image placeholder comes before the captions, so its expansion only shifts them.
+    let added = ids.len().checked_sub(facts.len()).ok_or_else(|| {
+        TrainError::Setting("the model gives images no features: it cannot read a reward input".into())
+    })?;
+    facts.splice(0..0, std::iter::repeat_n(false, added));
+    Ok((ids, facts))
 }
 
 /// Writes a reward model folder.
@@ -449,12 +489,13 @@ fn save_reward_folder(
 }
 
 /// Sequences of a batch of pairs: the chosen responses, then the rejected ones, each pair's
-/// captions shuffled once by `rng`; and the image row of each sequence.
+/// captions shuffled once by `rng`, with which of their tokens are captions; and the image row of
+/// each sequence.
 fn pair_batch(
     folder: &ModelFolder,
     pairs: &[&PrefPair],
     rng: &mut ChaCha8Rng,
-) -> Result<(Vec<Vec<u32>>, Vec<usize>), TrainError> {
+) -> Result<(Vec<MarkedIds>, Vec<usize>), TrainError> {
     let mut chosen = Vec::with_capacity(pairs.len());
     let mut rejected = Vec::with_capacity(pairs.len());
     for p in pairs {
@@ -462,30 +503,52 @@ fn pair_batch(
         if let Some(c) = caps.as_mut() {
             c.shuffle(rng);
         }
-        chosen.push(encode_reward_input(folder, &p.turns, &p.chosen, caps.as_deref())?);
-        rejected.push(encode_reward_input(folder, &p.turns, &p.rejected, caps.as_deref())?);
+        chosen.push(encode_marking_facts(folder, &p.turns, &p.chosen, caps.as_deref())?);
+        rejected.push(encode_marking_facts(folder, &p.turns, &p.rejected, caps.as_deref())?);
     }
     let rows: Vec<usize> = pairs.iter().chain(pairs).map(|p| p.image).collect();
     chosen.extend(rejected);
     Ok((chosen, rows))
 }
 
-/// Loss and margins of a batch of pairs.
+/// What a batch of pairs gives: the loss to minimise, each pair's margin, and the mean negative
+/// log-likelihood of the caption tokens when `facts_lm_coef` puts it in the loss.
+struct BatchLoss {
+    loss: Tensor<1>,
+    margins: Vec<f32>,
+    facts_nll: Option<f32>,
+}
+
+/// Loss and margins of a batch of pairs: Bradley-Terry with centring, plus `facts_lm` times the
+/// captions' next-token loss (over every caption token of both sequences) when it is above 0.
 fn batch_loss(
     rm: &RewardModel,
     folder: &ModelFolder,
     table: &ImageTable,
     pairs: &[&PrefPair],
-    center: f64,
+    (center, facts_lm): (f64, f64),
     rng: &mut ChaCha8Rng,
-) -> Result<(Tensor<1>, Vec<f32>), TrainError> {
+) -> Result<BatchLoss, TrainError> {
     let (seqs, rows) = pair_batch(folder, pairs, rng)?;
     let b = pairs.len();
-    let images = table.input(&rows, rm.llava.config.vision.image_size, &rm.llava.device());
-    let r = rm.scores(&seqs, images)?; // [2b]
+    let device = rm.llava.device();
+    let images = table.input(&rows, rm.llava.config.vision.image_size, &device);
+    let ids: Vec<Vec<u32>> = seqs.iter().map(|s| s.0.clone()).collect();
+    let (r, batch, hidden) = rm.scores_and_hidden(&ids, images)?; // r: [2b]
     let (chosen, rejected) = (r.clone().narrow(0, 0, b), r.narrow(0, b, b));
     let margins = host(chosen.clone() - rejected.clone())?;
-    Ok((bradley_terry_loss(chosen, rejected, center), margins))
+    let mut loss = bradley_terry_loss(chosen, rejected, center);
+    let mut facts_nll = None;
+    let targets: Vec<&[bool]> = seqs.iter().map(|s| s.1.as_slice()).collect();
+    let (weights, tokens) = loss_weights(&targets, batch.len, LossAverage::Token);
+    if facts_lm > 0.0 && tokens > 0 {
+        let logp = rm.llava.token_logprobs_of(&batch, hidden)?; // [2b, t - 1]
+        let w = Tensor::<2>::from_data(TensorData::new(weights, [batch.batch, batch.len - 1]), &device);
+        let nll = logp.mul(w).sum().neg();
+        facts_nll = Some(nll.clone().into_scalar::<f32>());
+        loss = loss + nll.mul_scalar(facts_lm);
+    }
+    Ok(BatchLoss { loss, margins, facts_nll })
 }
 
 /// Held-out loss and metrics; captions are shuffled by a fixed stream so evals compare.
@@ -501,9 +564,9 @@ fn evaluate(
     let (mut loss, mut margins) = (0.0, Vec::with_capacity(pairs.len()));
     for chunk in pairs.chunks(cfg.batch_size.max(1)) {
         let refs: Vec<&PrefPair> = chunk.iter().collect();
-        let (l, m) = batch_loss(&rm, folder, table, &refs, cfg.center_coef, &mut rng)?;
-        loss += l.into_scalar::<f32>() * chunk.len() as f32;
-        margins.extend(m);
+        let l = batch_loss(&rm, folder, table, &refs, (cfg.center_coef, 0.0), &mut rng)?;
+        loss += l.loss.into_scalar::<f32>() * chunk.len() as f32;
+        margins.extend(l.margins);
     }
     Ok((loss / pairs.len().max(1) as f32, pair_metrics(&margins, pairs)))
 }
@@ -615,7 +678,9 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
         };
         let mut rng =
             ChaCha8Rng::seed_from_u64(cfg.seed ^ (step as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
-        let (loss, margins) = batch_loss(&rm, &folder, &table, &batch, cfg.center_coef, &mut rng)?;
+        let coefs = (cfg.center_coef, if cfg.facts { cfg.facts_lm_coef } else { 0.0 });
+        let BatchLoss { loss, margins, facts_nll } =
+            batch_loss(&rm, &folder, &table, &batch, coefs, &mut rng)?;
         let value: f32 = loss.clone().into_scalar();
         if !value.is_finite() {
             return Err(TrainError::NonFinite { step, value, checkpoint: run.dir.join("checkpoint") });
@@ -630,7 +695,11 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
         if step % cfg.log_every.max(1) == 0 || step == total {
             let acc = margins.iter().filter(|&&m| m > 0.0).count() as f64 / margins.len() as f64;
             bar.set_message(format!("loss {value:.4} | acc {acc:.2}"));
-            metrics.log(&serde_json::json!({"step": step, "loss": value, "accuracy": acc, "lr": lr, "grad_norm": norm}))?;
+            let mut line = serde_json::json!({"step": step, "loss": value, "accuracy": acc, "lr": lr, "grad_norm": norm});
+            if let Some(nll) = facts_nll {
+                line["facts_nll"] = nll.into();
+            }
+            metrics.log(&line)?;
         }
         if !val.is_empty() && (step % cfg.eval_every.max(1) == 0 || step == total) {
             let (loss, m) = evaluate(&rm, &folder, &table, &val, cfg)?;

@@ -137,6 +137,28 @@ mod tests {
     }
 
     #[test]
+    fn the_caption_list_is_found_by_offsets() {
+        let tok = load().unwrap();
+        let turns = [crate::data::formats::Turn::human("<image>\nDescribe the image.")];
+        let caps = ["A small red circle is in the center.".to_string(), "There is one object.".to_string()];
+        let (text, span) = crate::data::template::reward_text_with_facts(
+            &turns,
+            "A red star is in the top left.",
+            Some(&caps),
+        );
+        let enc = tok.encode(text, true).unwrap();
+        let inside = crate::model::jobs::tokens_within(&enc, &span.unwrap());
+        let ids: Vec<u32> =
+            enc.get_ids().iter().zip(&inside).filter(|(_, i)| **i).map(|(id, _)| *id).collect();
+        assert_eq!(
+            tok.decode(&ids, true).unwrap(),
+            "- A small red circle is in the center. - There is one object.",
+            "{:?}",
+            enc.get_tokens()
+        );
+    }
+
+    #[test]
     fn reward_prompt_has_no_unknown_words() {
         let tok = load().unwrap();
         let enc =
