@@ -133,4 +133,7 @@ fn the_facts_next_token_loss_is_logged_and_falls() {
     assert!(last < 0.8 * first, "the captions' next-token loss should fall: {nll:?}");
     // The standard reward model reads no captions: nothing to predict.
     assert!(run("plain", &["--no-facts"]).iter().all(|l| l.get("facts_nll").is_none()));
+    let out = factrl(&["train", "reward", "--config", c, "--set", "facts_lm_coef=-1.0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("facts_lm_coef -1"), "{err}");
 }

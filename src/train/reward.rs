@@ -540,8 +540,9 @@ fn batch_loss(
     let mut loss = bradley_terry_loss(chosen, rejected, center);
     let mut facts_nll = None;
     let targets: Vec<&[bool]> = seqs.iter().map(|s| s.1.as_slice()).collect();
-    let (weights, tokens) = loss_weights(&targets, batch.len, LossAverage::Token);
-    if facts_lm > 0.0 && tokens > 0 {
+    let (weights, tokens) =
+        if facts_lm > 0.0 { loss_weights(&targets, batch.len, LossAverage::Token) } else { (vec![], 0) };
+    if tokens > 0 {
         let logp = rm.llava.token_logprobs_of(&batch, hidden)?; // [2b, t - 1]
         let w = Tensor::<2>::from_data(TensorData::new(weights, [batch.batch, batch.len - 1]), &device);
         let nll = logp.mul(w).sum().neg();
@@ -591,6 +592,9 @@ pub fn load_config(path: &Path, sets: &[String]) -> Result<RewardConfig, TrainEr
     let cfg: RewardConfig = config::load(path, sets)?;
     if cfg.batch_size == 0 || cfg.epochs == 0 {
         return Err(TrainError::Setting("batch_size and epochs must be non-zero".into()));
+    }
+    if cfg.facts_lm_coef.is_nan() || cfg.facts_lm_coef < 0.0 {
+        return Err(TrainError::Setting(format!("facts_lm_coef {} must be 0 or more", cfg.facts_lm_coef)));
     }
     if !(0.0..1.0).contains(&cfg.val_fraction) {
         return Err(TrainError::Setting(format!("val_fraction {} is not in [0, 1)", cfg.val_fraction)));
