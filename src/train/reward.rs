@@ -533,13 +533,13 @@ fn batch_loss(
     let b = pairs.len();
     let device = rm.llava.device();
     let images = table.input(&rows, rm.llava.config.vision.image_size, &device);
-    let ids: Vec<Vec<u32>> = seqs.iter().map(|s| s.0.clone()).collect();
+    let (ids, facts): (Vec<Vec<u32>>, Vec<Vec<bool>>) = seqs.into_iter().unzip();
     let (r, batch, hidden) = rm.scores_and_hidden(&ids, images)?; // r: [2b]
     let (chosen, rejected) = (r.clone().narrow(0, 0, b), r.narrow(0, b, b));
     let margins = host(chosen.clone() - rejected.clone())?;
     let mut loss = bradley_terry_loss(chosen, rejected, center);
     let mut facts_nll = None;
-    let targets: Vec<&[bool]> = seqs.iter().map(|s| s.1.as_slice()).collect();
+    let targets: Vec<&[bool]> = facts.iter().map(Vec::as_slice).collect();
     let (weights, tokens) =
         if facts_lm > 0.0 { loss_weights(&targets, batch.len, LossAverage::Token) } else { (vec![], 0) };
     if tokens > 0 {
@@ -682,7 +682,8 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
         };
         let mut rng =
             ChaCha8Rng::seed_from_u64(cfg.seed ^ (step as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
-        let coefs = (cfg.center_coef, if cfg.facts { cfg.facts_lm_coef } else { 0.0 });
+        // Without facts no token is a caption, so the caption loss adds nothing.
+        let coefs = (cfg.center_coef, cfg.facts_lm_coef);
         let BatchLoss { loss, margins, facts_nll } =
             batch_loss(&rm, &folder, &table, &batch, coefs, &mut rng)?;
         let value: f32 = loss.clone().into_scalar();
