@@ -16,8 +16,9 @@ is printed too. `--kinds` limits the false claims to some kinds (train and held-
 `--lm N` first trains N steps of next-token prediction on the facts that follow the true
 description (the same layout): predicting a fact's cell or colour means finding its object in the
 description, the lookup the reward needs; its held-out next-token accuracy is printed.
+`--lm-coef C` instead adds C times that loss, on the facts after both responses, to the reward loss.
 
-    python scripts/rm_lookup_probe.py WORLD after 1500 [--lr 1e-3] [--width 128 --depth 4 --ffn 352] [--rope] [--aux] [--kinds colour ...]
+    python scripts/rm_lookup_probe.py WORLD after 1500 [--lr 1e-3] [--width 128 --depth 4 --ffn 352] [--rope] [--aux] [--kinds colour ...] [--lm 3000 | --lm-coef 1]
 """
 import argparse, json, random, time, torch, torch.nn as nn, torch.nn.functional as F
 from tokenizers import Tokenizer
@@ -88,21 +89,23 @@ def batch(split, b, rng):
         t[j, :len(e.ids)] = torch.tensor(e.ids)
         for c, ok in labels:
             if (pos := e.char_to_token(c)) is not None: aux[j, pos] = float(ok)
-    facts_at = torch.tensor([e.char_to_token(x.index('Facts:')) if 'Facts:' in x and order != 'before' else 0 for e, (x, _) in zip(encs, xs)])
-    fmask = (torch.arange(L)[None, :] >= facts_at[:, None]) & (torch.arange(L)[None, :] < last[:, None]) & (facts_at[:, None] > 0)
-    return t, last, aux, kinds, fmask
+    return t, last, aux, kinds, facts_mask(encs, [x for x, _ in xs], L)
+def facts_mask(encs, texts, L):
+    """Positions whose next token belongs to the facts (the texts put them after the response)."""
+    mask = torch.zeros(len(encs), L, dtype=torch.bool)
+    for j, (e, x) in enumerate(zip(encs, texts)):
+        mask[j, e.char_to_token(x.index('Facts:')):len(e.ids) - 1] = True
+    return mask
 def lm_batch(split, b, rng):
     """Token ids of true descriptions followed by their facts (ORDER's layout) and a mask of the
     positions whose next token is one of the facts'."""
-    encs, starts = [], []
+    texts = []
     for _ in range(b):
-        obs = rng.choice(split)['objects']; x, _ = text(obs, describe(obs), rng)
-        e = tok.encode(x); encs.append(e); starts.append(e.char_to_token(x.index('Facts:')))
-    L = max(len(e.ids) for e in encs)
-    t = torch.zeros(b, L, dtype=torch.long); mask = torch.zeros(b, L, dtype=torch.bool)
-    for j, (e, a) in enumerate(zip(encs, starts)):
-        t[j, :len(e.ids)] = torch.tensor(e.ids); mask[j, a:len(e.ids) - 1] = True
-    return t, mask
+        obs = rng.choice(split)['objects']; texts.append(text(obs, describe(obs), rng)[0])
+    encs = [tok.encode(x) for x in texts]; L = max(len(e.ids) for e in encs)
+    t = torch.zeros(b, L, dtype=torch.long)
+    for j, e in enumerate(encs): t[j, :len(e.ids)] = torch.tensor(e.ids)
+    return t, facts_mask(encs, texts, L)
 def rotate(x):
     """Rotary position embedding over the last dimension of [B, H, T, Dh] (LLaMA's half split)."""
     T, Dh = x.shape[-2], x.shape[-1]
@@ -130,9 +133,10 @@ class RM(nn.Module):
         x = s.e(t) + (0 if args.rope else s.p(torch.arange(t.shape[1])))
         for b in s.b: x = b(x)
         return s.n(x)
+    def heads(s, h, last):
+        return s.head(h)[torch.arange(len(h)), last, 0], s.aux(h)[..., 0]
     def forward(s, t, last):
-        h = s.hidden(t)
-        return s.head(h)[torch.arange(len(t)), last, 0], s.aux(h)[..., 0]
+        return s.heads(s.hidden(t), last)
 train = [s for s in scenes if s['split']=='train']; held = [s for s in scenes if s['split']=='eval']
 m = RM(tok.get_vocab_size(), args.width, args.depth, args.ffn); opt = torch.optim.AdamW(m.parameters(), lr=args.lr)
 rng = random.Random(0); vrng = random.Random(1); vt, vl, va, vk, _ = batch(held, 256, vrng); t0 = time.time()
@@ -149,7 +153,7 @@ if args.lm:
     opt = torch.optim.AdamW(m.parameters(), lr=args.lr)
 for step in range(1, args.steps+1):
     t, l, a, _, fm = batch(train, 32, rng)
-    h = m.hidden(t); r, per = m.head(h)[torch.arange(len(t)), l, 0].view(-1, 2), m.aux(h)[..., 0]
+    h = m.hidden(t); r, per = m.heads(h, l); r = r.view(-1, 2)
     loss = -F.logsigmoid(r[:,0]-r[:,1]).mean()
     if args.lm_coef: loss = loss + args.lm_coef * F.cross_entropy(m.lm(h)[:, :-1][fm[:, :-1]], t[:, 1:][fm[:, :-1]])
     if args.aux: loss = loss + F.binary_cross_entropy_with_logits(per[a >= 0], a[a >= 0])
