@@ -127,13 +127,20 @@ fn the_facts_next_token_loss_is_logged_and_falls() {
         factrl_ok(&args);
         jsonl(&tmp.path().join(dir).join("metrics.jsonl"))
     };
-    let nll: Vec<f64> = run("lm", &[]).iter().filter_map(|l| l.get("facts_nll")?.as_f64()).collect();
+    // With the short grading prompt, which the saved model records for PPO and scoring.
+    let nll: Vec<f64> =
+        run("lm", &["--set", "prompt=short"]).iter().filter_map(|l| l.get("facts_nll")?.as_f64()).collect();
     assert_eq!(nll.len(), 10, "{nll:?}");
     let (first, last) = (nll[..3].iter().sum::<f64>(), nll[7..].iter().sum::<f64>());
     assert!(last < 0.8 * first, "the captions' next-token loss should fall: {nll:?}");
+    let info = std::fs::read_to_string(tmp.path().join("lm/final/reward.json")).unwrap();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&info).unwrap()["prompt"], "short", "{info}");
     // The standard reward model reads no captions: nothing to predict.
     assert!(run("plain", &["--no-facts"]).iter().all(|l| l.get("facts_nll").is_none()));
     let out = factrl(&["train", "reward", "--config", c, "--set", "facts_lm_coef=-1.0"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("facts_lm_coef -1"), "{err}");
+    let out = factrl(&["train", "reward", "--config", c, "--set", "prompt=long"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("long") && err.contains("short"), "{err}");
 }

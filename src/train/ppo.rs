@@ -13,7 +13,7 @@ use super::common::{
 };
 use super::config;
 use super::optim::{adamw, clip_global_norm};
-use super::reward::{RewardFolder, RewardModel, encode_reward_input};
+use super::reward::{RewardFolder, RewardModel};
 use super::run::RunDir;
 use super::schedule::warmup_cosine;
 use super::sft::{Part, prepare};
@@ -429,8 +429,7 @@ fn rm_scores(
             let rec = &prompts[*p].record;
             let mut caps = rec.captions.clone();
             caps.shuffle(rng);
-            let captions = rm.info.facts.then_some(caps.as_slice());
-            seqs.push(encode_reward_input(&rm.folder, &rec.conversations, text, captions)?);
+            seqs.push(rm.encode(&rec.conversations, text, Some(&caps))?);
         }
         let rows: Vec<usize> = chunk.iter().map(|(p, _)| prompts[*p].image).collect();
         let images =

@@ -19,7 +19,7 @@ use super::schedule::warmup_cosine;
 use super::sft::{LossAverage, Part, epoch_batches, loss_weights, prepare};
 use crate::backend::{inference_device, training_device};
 use crate::data::formats::{Role, Task, Turn};
-use crate::data::template::reward_text_with_facts;
+use crate::data::template::{GradingPrompt, reward_text_with_facts};
 use crate::io;
 use crate::model::checkpoint::{load_scalar_head, save_scalar_head};
 use crate::model::jobs::ModelFolder;
@@ -63,6 +63,10 @@ pub struct RewardConfig {
     pub captions: Option<PathBuf>,
     /// List the captions in the grading prompt (Fact-RLHF); false trains the standard reward model.
     pub facts: bool,
+    /// The grading prompt: "llava-rlhf" (LLaVA-RLHF's, the default) or "short" (the same criteria
+    /// in one sentence, the captions last: a third of the built-in world's input length).
+    #[serde(default)]
+    pub prompt: GradingPrompt,
     /// Parts that train besides the head: any of "vision", "projector", "decoder".
     pub trainable: Vec<Part>,
     /// Train the decoder through LoRA adapters (`[lora]`: `rank`, `alpha`, optional `targets`)
@@ -396,11 +400,15 @@ impl RewardModel {
     }
 }
 
-/// Whether a reward model folder lists captions in its grading prompt.
+/// How a reward model folder reads its input: whether its grading prompt lists captions, and
+/// which prompt it is (LLaVA-RLHF's when the file predates the choice).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct RewardInfo {
     /// Fact-augmented.
     pub facts: bool,
+    /// The grading prompt.
+    #[serde(default)]
+    pub prompt: GradingPrompt,
 }
 
 /// A loaded reward model folder.
@@ -439,32 +447,25 @@ impl RewardFolder {
         response: &str,
         captions: Option<&[String]>,
     ) -> Result<Vec<u32>, TrainError> {
-        encode_reward_input(&self.folder, turns, response, captions.filter(|_| self.info.facts))
+        let captions = captions.filter(|_| self.info.facts);
+        Ok(encode_marking_facts(&self.folder, self.info.prompt, turns, response, captions)?.0)
     }
-}
-
-/// Token ids of [`reward_text`] with the image placeholder expanded.
-pub fn encode_reward_input(
-    folder: &ModelFolder,
-    turns: &[Turn],
-    response: &str,
-    captions: Option<&[String]>,
-) -> Result<Vec<u32>, TrainError> {
-    Ok(encode_marking_facts(folder, turns, response, captions)?.0)
 }
 
 /// Token ids of a reward input and which of them belong to the caption list.
 type MarkedIds = (Vec<u32>, Vec<bool>);
 
-/// [`encode_reward_input`] and which of its tokens belong to the caption list (none without
+/// The reward input's token ids ([`crate::data::template::reward_text`], image placeholder
+/// expanded) and which of its tokens belong to the caption list (none without
 /// captions).
 fn encode_marking_facts(
     folder: &ModelFolder,
+    prompt: GradingPrompt,
     turns: &[Turn],
     response: &str,
     captions: Option<&[String]>,
 ) -> Result<MarkedIds, TrainError> {
-    let (text, span) = reward_text_with_facts(turns, response, captions);
+    let (text, span) = reward_text_with_facts(prompt, turns, response, captions);
     let (ids, mut facts) = folder.encode_marking(&text, &span.unwrap_or(0..0))?;
     let ids = folder.expand_images(&ids, 1)?;
     // The image placeholder comes before the captions, so its expansion only shifts them.
@@ -493,6 +494,7 @@ fn save_reward_folder(
 /// each sequence.
 fn pair_batch(
     folder: &ModelFolder,
+    prompt: GradingPrompt,
     pairs: &[&PrefPair],
     rng: &mut ChaCha8Rng,
 ) -> Result<(Vec<MarkedIds>, Vec<usize>), TrainError> {
@@ -503,8 +505,8 @@ fn pair_batch(
         if let Some(c) = caps.as_mut() {
             c.shuffle(rng);
         }
-        chosen.push(encode_marking_facts(folder, &p.turns, &p.chosen, caps.as_deref())?);
-        rejected.push(encode_marking_facts(folder, &p.turns, &p.rejected, caps.as_deref())?);
+        chosen.push(encode_marking_facts(folder, prompt, &p.turns, &p.chosen, caps.as_deref())?);
+        rejected.push(encode_marking_facts(folder, prompt, &p.turns, &p.rejected, caps.as_deref())?);
     }
     let rows: Vec<usize> = pairs.iter().chain(pairs).map(|p| p.image).collect();
     chosen.extend(rejected);
@@ -523,13 +525,13 @@ struct BatchLoss {
 /// captions' next-token loss (over every caption token of both sequences) when it is above 0.
 fn batch_loss(
     rm: &RewardModel,
-    folder: &ModelFolder,
+    (folder, prompt): (&ModelFolder, GradingPrompt),
     table: &ImageTable,
     pairs: &[&PrefPair],
     (center, facts_lm): (f64, f64),
     rng: &mut ChaCha8Rng,
 ) -> Result<BatchLoss, TrainError> {
-    let (seqs, rows) = pair_batch(folder, pairs, rng)?;
+    let (seqs, rows) = pair_batch(folder, prompt, pairs, rng)?;
     let b = pairs.len();
     let device = rm.llava.device();
     let images = table.input(&rows, rm.llava.config.vision.image_size, &device);
@@ -565,7 +567,7 @@ fn evaluate(
     let (mut loss, mut margins) = (0.0, Vec::with_capacity(pairs.len()));
     for chunk in pairs.chunks(cfg.batch_size.max(1)) {
         let refs: Vec<&PrefPair> = chunk.iter().collect();
-        let l = batch_loss(&rm, folder, table, &refs, (cfg.center_coef, 0.0), &mut rng)?;
+        let l = batch_loss(&rm, (folder, cfg.prompt), table, &refs, (cfg.center_coef, 0.0), &mut rng)?;
         loss += l.loss.into_scalar::<f32>() * chunk.len() as f32;
         margins.extend(l.margins);
     }
@@ -617,7 +619,7 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
     let run = RunDir::open(&cfg.out, resume, &toml)?;
     let device: Device = training_device();
     device.seed(cfg.seed);
-    let info = RewardInfo { facts: cfg.facts };
+    let info = RewardInfo { facts: cfg.facts, prompt: cfg.prompt };
 
     // 1. Model and head: from the checkpoint, or the init folder (its head if it has one).
     let checkpoint = if resume { run.checkpoint() } else { None };
@@ -644,9 +646,9 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
     }
     // Check every record encodes (one image placeholder) before spending time on training.
     for p in train.iter().chain(&val) {
-        encode_reward_input(&folder, &p.turns, &p.chosen, p.captions.as_deref()).map_err(|e| {
-            TrainError::Data { file: cfg.train.clone(), message: format!("record {}: {e}", p.id) }
-        })?;
+        encode_marking_facts(&folder, cfg.prompt, &p.turns, &p.chosen, p.captions.as_deref()).map_err(
+            |e| TrainError::Data { file: cfg.train.clone(), message: format!("record {}: {e}", p.id) },
+        )?;
     }
     let table =
         ImageTable::build(&rm.llava, &folder.processor, &index, !cfg.trainable.contains(&Part::Vision))?;
@@ -685,7 +687,7 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
         // Without facts no token is a caption, so the caption loss adds nothing.
         let coefs = (cfg.center_coef, cfg.facts_lm_coef);
         let BatchLoss { loss, margins, facts_nll } =
-            batch_loss(&rm, &folder, &table, &batch, coefs, &mut rng)?;
+            batch_loss(&rm, (&folder, cfg.prompt), &table, &batch, coefs, &mut rng)?;
         let value: f32 = loss.clone().into_scalar();
         if !value.is_finite() {
             return Err(TrainError::NonFinite { step, value, checkpoint: run.dir.join("checkpoint") });
@@ -835,6 +837,14 @@ pub fn score_file(rm_dir: &Path, input: &Path, output: &Path) -> Result<(), Trai
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reward_info_without_a_prompt_is_llava_rlhf() {
+        let old: RewardInfo = serde_json::from_str(r#"{"facts": true}"#).unwrap();
+        assert_eq!(old.prompt, GradingPrompt::LlavaRlhf);
+        let short: RewardInfo = serde_json::from_str(r#"{"facts": false, "prompt": "short"}"#).unwrap();
+        assert_eq!(short.prompt, GradingPrompt::Short);
+    }
 
     #[test]
     fn bradley_terry_by_hand() {

@@ -7,7 +7,7 @@
 
 use super::language::LEXICON;
 use super::scene::{Cell, Colour, Shape, Size};
-use crate::data::template::{FACTUAL_PROMPT, REWARD_PROMPT};
+use crate::data::template::{FACTUAL_PROMPT, REWARD_PROMPT, SHORT_REWARD_PROMPT};
 use serde_json::json;
 use std::collections::BTreeSet;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
@@ -32,7 +32,7 @@ fn words(text: &str) -> Vec<String> {
 /// reward-model prompt, each also capitalised, sorted.
 pub fn vocabulary() -> Vec<String> {
     let mut sources: Vec<String> =
-        vec![LEXICON.to_string(), REWARD_PROMPT.to_string(), FACTUAL_PROMPT.to_string()];
+        [LEXICON, REWARD_PROMPT, SHORT_REWARD_PROMPT, FACTUAL_PROMPT].map(str::to_string).to_vec();
     for s in Shape::ALL {
         sources.push(format!("{} {}", s.name(), s.plural()));
         sources.extend(s.synonyms().iter().map(|(a, b)| format!("{a} {b}")));
@@ -142,6 +142,7 @@ mod tests {
         let turns = [crate::data::formats::Turn::human("<image>\nDescribe the image.")];
         let caps = ["A small red circle is in the center.".to_string(), "There is one object.".to_string()];
         let (text, span) = crate::data::template::reward_text_with_facts(
+            crate::data::template::GradingPrompt::Short,
             &turns,
             "A red star is in the top left.",
             Some(&caps),
@@ -160,9 +161,11 @@ mod tests {
 
     #[test]
     fn reward_prompt_has_no_unknown_words() {
+        use crate::data::template::{GradingPrompt, reward_prompt};
         let tok = load().unwrap();
-        let enc =
-            tok.encode(crate::data::template::reward_prompt(Some(&["A red circle.".into()])), false).unwrap();
-        assert!(!enc.get_ids().contains(&0), "{:?}", enc.get_tokens());
+        for prompt in [GradingPrompt::LlavaRlhf, GradingPrompt::Short] {
+            let enc = tok.encode(reward_prompt(prompt, Some(&["A red circle.".into()])), false).unwrap();
+            assert!(!enc.get_ids().contains(&0), "{:?}", enc.get_tokens());
+        }
     }
 }
