@@ -64,7 +64,7 @@ pub struct RewardConfig {
     /// List the captions in the grading prompt (Fact-RLHF); false trains the standard reward model.
     pub facts: bool,
     /// The grading prompt: "llava-rlhf" (LLaVA-RLHF's, the default) or "short" (the same criteria
-    /// in one sentence, the captions last: a third of the built-in world's input length).
+    /// in one sentence, the captions last: inputs about 40% shorter on the built-in world).
     #[serde(default)]
     pub prompt: GradingPrompt,
     /// Parts that train besides the head: any of "vision", "projector", "decoder".
