@@ -370,7 +370,7 @@ pub fn run(opts: &DemoOptions) -> Result<String, DemoError> {
     }
     let seeds = opts.seeds.max(1);
     let mut models: Vec<ModelResult> = Vec::new();
-    let mut timings_all: Vec<(String, f64)> = Vec::new();
+    let mut timings_all: Vec<(String, Vec<Option<f64>>)> = Vec::new();
     for seed in 0..seeds {
         for (name, r) in run_seed(opts, seed)? {
             match models.iter_mut().find(|m| m.model == name) {
@@ -379,10 +379,11 @@ pub fn run(opts: &DemoOptions) -> Result<String, DemoError> {
             }
         }
         for (stage, secs) in timings(&opts.out.join(format!("seed-{seed}")))? {
-            match timings_all.iter_mut().find(|(s, _)| *s == stage) {
-                Some((_, total)) => *total += secs,
-                None => timings_all.push((stage, secs)),
-            }
+            let i = timings_all.iter().position(|(s, _)| *s == stage).unwrap_or_else(|| {
+                timings_all.push((stage, vec![None; seeds as usize]));
+                timings_all.len() - 1
+            });
+            timings_all[i].1[seed as usize] = Some(secs);
         }
     }
     let report = Report {

@@ -279,10 +279,25 @@ pub struct Report {
     pub models: Vec<ModelResult>,
     /// Training curves.
     pub curves: Vec<Curve>,
-    /// Seconds per stage, summed over seeds, in pipeline order.
-    pub timings: Vec<(String, f64)>,
+    /// Seconds per stage for each seed (`None` where a seed has no time for it), in pipeline order.
+    pub timings: Vec<(String, Vec<Option<f64>>)>,
     /// Extra lines for the report (settings, reward-model accuracies, warnings).
     pub notes: Vec<String>,
+}
+
+/// The time table's rows: each stage's seconds per seed ("-" where a seed has none), then the
+/// seeds' totals (the time a one-seed demo of that seed took).
+fn time_rows(timings: &[(String, Vec<Option<f64>>)]) -> Vec<(String, Vec<String>)> {
+    let seeds = timings.iter().map(|(_, t)| t.len()).max().unwrap_or(0);
+    let cell = |t: Option<f64>| t.map_or("-".to_string(), |s| format!("{s:.0}"));
+    let mut rows: Vec<(String, Vec<String>)> = timings
+        .iter()
+        .map(|(stage, t)| (stage.clone(), (0..seeds).map(|s| cell(t.get(s).copied().flatten())).collect()))
+        .collect();
+    let totals =
+        (0..seeds).map(|s| cell(Some(timings.iter().filter_map(|(_, t)| t.get(s).copied().flatten()).sum())));
+    rows.push(("all stages".into(), totals.collect()));
+    rows
 }
 
 /// Writes `report.json`, `report.md` and `report.html` into `out`; returns the markdown.
@@ -319,9 +334,13 @@ pub fn write(out: &Path, report: &Report) -> Result<String, IoError> {
             md.push_str(&format!("- {n}\n"));
         }
     }
-    md.push_str("\n## Time per stage (2-core CPU unless noted)\n\n| stage | seconds |\n|---|---|\n");
-    for (stage, secs) in &report.timings {
-        md.push_str(&format!("| {stage} | {secs:.0} |\n"));
+    let times = time_rows(&report.timings);
+    let seeds = times.first().map_or(0, |(_, t)| t.len());
+    md.push_str("\n## Time per stage, seconds (2-core CPU unless noted)\n\n| stage |");
+    md.push_str(&(0..seeds).map(|s| format!(" seed {s} |")).collect::<String>());
+    md.push_str(&format!("\n|---|{}\n", "---|".repeat(seeds)));
+    for (stage, cells) in &times {
+        md.push_str(&format!("| {stage} | {} |\n", cells.join(" | ")));
     }
     io::write_atomic(&out.join("report.md"), md.as_bytes())?;
 
@@ -336,9 +355,12 @@ pub fn write(out: &Path, report: &Report) -> Result<String, IoError> {
     for c in claims.iter().chain(&report.notes) {
         html.push_str(&format!("<li>{}</li>\n", svg::escape(c)));
     }
-    html.push_str("</ul>\n<h2>Time per stage</h2>\n<table>\n");
-    for (stage, secs) in &report.timings {
-        html.push_str(&format!("<tr><th>{}</th><td>{secs:.0} s</td></tr>\n", svg::escape(stage)));
+    html.push_str("</ul>\n<h2>Time per stage, seconds</h2>\n<table>\n<tr><th>stage</th>");
+    html.push_str(&(0..seeds).map(|s| format!("<th>seed {s}</th>")).collect::<String>());
+    html.push_str("</tr>\n");
+    for (stage, cells) in &times {
+        let tds: String = cells.iter().map(|c| format!("<td>{c}</td>")).collect();
+        html.push_str(&format!("<tr><th>{}</th>{tds}</tr>\n", svg::escape(stage)));
     }
     html.push_str("</table>\n<h2>Training curves</h2>\n");
     for c in &report.curves {
@@ -421,11 +443,19 @@ mod tests {
                 title: "loss".into(),
                 series: vec![("sft".into(), vec![(1.0, 2.0), (2.0, 1.0)])],
             }],
-            timings: vec![("sft".into(), 12.0)],
+            timings: vec![
+                ("sft".into(), vec![Some(12.0), Some(30.4)]),
+                ("ppo".into(), vec![Some(3.0), None]),
+            ],
             notes: vec!["<b>".into()],
         };
         let md = write(dir.path(), &r).unwrap();
         assert!(md.contains("| SFT | 1 | 0.400 |"), "{md}");
+        assert!(
+            md.contains("| stage | seed 0 | seed 1 |\n|---|---|---|\n| sft | 12 | 30 |\n| ppo | 3 | - |\n"),
+            "{md}"
+        );
+        assert!(md.contains("| all stages | 15 | 30 |"), "{md}");
         let rows: Vec<Value> = io::read_json(&dir.path().join("report.json")).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0]["model"], "sft");
