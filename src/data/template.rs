@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
 /// Appended after the conversation (as a new user turn) to ask the reward model for a score; the
-/// score is read at the end of this text. `{factual_prompt}` is replaced by [`factual_prompt`]'s
-/// output, or by nothing for a standard reward model.
+/// score is read at the end of this text. `{factual_prompt}` is replaced by [`FACTUAL_PROMPT`] and
+/// the captions, or by nothing for a standard reward model.
 pub const REWARD_PROMPT: &str = "USER: Please evaluate the quality of your last response. There are several dimensions you should consider in your evaluation:\n\n1. Accurate: The AI should provide factual and accurate information from the image, and refrain from making statements that are not supported by the image or inconsistent with the image. {factual_prompt}\n2. Helpful: The AI\u{2019}s response should precisely serve the user's needs and interests, while grounding the response in the image.\n3. Language Natural: The AI should employ language that flows smoothly and is free from repetitive or awkward constructs.\n4. Concise: The AI should efficiently address the task or answer the question, communicating the necessary information with brevity and clarity.\n\nA good response should be accurate, helpful, language natural, and concise. ASSISTANT: Following your definitions, the quality score of my last response is";
 
 /// The same four criteria in one sentence, with the captions last, right before the score: a
@@ -43,23 +43,28 @@ impl GradingPrompt {
 /// Introduces the captions in the fact-augmented grading prompt.
 pub const FACTUAL_PROMPT: &str = "Specifically, the AI's response should be fully supported by the combination of the following captions:\n";
 
-/// The `{factual_prompt}` text for these captions, one per line as LLaVA-RLHF formats them (the
-/// caller shuffles them first).
-pub fn factual_prompt(captions: &[String]) -> String {
-    let mut out = FACTUAL_PROMPT.to_string();
+/// The grading prompt with facts (`Some(captions)`) or without (`None`).
+pub fn reward_prompt(prompt: GradingPrompt, captions: Option<&[String]>) -> String {
+    prompt_marking_facts(prompt, captions).0
+}
+
+/// [`reward_prompt`] and, with captions, the byte range of their list in it. The captions follow
+/// [`FACTUAL_PROMPT`], one per line as LLaVA-RLHF formats them (the caller shuffles them first).
+fn prompt_marking_facts(
+    prompt: GradingPrompt,
+    captions: Option<&[String]>,
+) -> (String, Option<Range<usize>>) {
+    let (template, slot) = prompt.template();
+    let Some(captions) = captions else { return (template.replace(slot, ""), None) };
+    let (before, after) = template.split_once("{factual_prompt}").expect("every template has the slot");
+    let mut out = format!("{before}{FACTUAL_PROMPT}");
+    let start = out.len();
     for c in captions {
         out.push_str(&format!("  - {c}\n"));
     }
-    out
-}
-
-/// The grading prompt with facts (`Some(captions)`) or without (`None`).
-pub fn reward_prompt(prompt: GradingPrompt, captions: Option<&[String]>) -> String {
-    let (template, slot) = prompt.template();
-    match captions {
-        Some(c) => template.replace("{factual_prompt}", &factual_prompt(c)),
-        None => template.replace(slot, ""),
-    }
+    let span = start..out.len();
+    out.push_str(after);
+    (out, Some(span))
 }
 
 /// The reward model's whole input text: the conversation up to its last human turn (`turns` may
@@ -84,11 +89,8 @@ pub fn reward_text_with_facts(
     captions: Option<&[String]>,
 ) -> (String, Option<Range<usize>>) {
     let head = format!("{} {response}</s>", chat::text(turns, true));
-    let prompt = reward_prompt(prompt, captions);
-    let span = captions.and_then(|c| {
-        let start = head.len() + prompt.find(FACTUAL_PROMPT)? + FACTUAL_PROMPT.len();
-        Some(start..start + factual_prompt(c).len() - FACTUAL_PROMPT.len())
-    });
+    let (prompt, span) = prompt_marking_facts(prompt, captions);
+    let span = span.map(|r| head.len() + r.start..head.len() + r.end);
     (head + &prompt, span)
 }
 

@@ -1,12 +1,13 @@
 //! Stage 3: the (factually augmented) reward model. The SFT model with a scalar head on the last
-//! token reads the conversation, the response and LLaVA-RLHF's grading prompt
-//! ([`crate::data::template::reward_text`]), which with facts lists the image's captions (shuffled
+//! token reads the conversation, the response and a grading prompt (LLaVA-RLHF's or a short one:
+//! [`crate::data::template::reward_text`]), which with facts lists the image's captions (shuffled
 //! each time) and says the response should be fully supported by them. It learns preference pairs
 //! with the Bradley-Terry loss, optionally with a next-token loss on the captions
 //! (`facts_lm_coef`).
 //!
 //! A reward model folder is a llava-hf model folder plus `scalar_head.safetensors` and
-//! `reward.json` (`{"facts": bool}`: whether its grading prompt lists captions).
+//! `reward.json` ([`RewardInfo`]: `{"facts": bool, "prompt": "llava-rlhf" | "short"}`, whether its
+//! grading prompt lists captions and which prompt it is).
 
 use super::common::{
     ImageTable, TrainError, host, progress_bar, resume_checkpoint, save_checkpoint, save_model_folder, say,
