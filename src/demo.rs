@@ -96,6 +96,8 @@ struct Budget {
     /// Preference prompts sampled (all if `None`) and samples per prompt.
     collect_limit: Option<usize>,
     samples: usize,
+    /// Built pairs per description prompt (`annotate auto --inject`).
+    inject: usize,
     eval: EvalOptions,
 }
 
@@ -123,6 +125,7 @@ fn budget(quick: bool, seed: u64) -> Budget {
             ],
             collect_limit: Some(24),
             samples: 4,
+            inject: 1,
             eval: EvalOptions { limit: Some(24), batch: 32, max_new_tokens: 48 },
         }
     } else {
@@ -135,6 +138,7 @@ fn budget(quick: bool, seed: u64) -> Budget {
             ppo: &[],
             collect_limit: None,
             samples: 4,
+            inject: 5,
             eval: EvalOptions { limit: Some(600), batch: 64, max_new_tokens: 96 },
         }
     }
@@ -251,10 +255,12 @@ fn run_seed(opts: &DemoOptions, seed: u64) -> Result<Vec<(String, EvalReport)>, 
     })?;
     let prefs = l.root.join("prefs.json");
     stage(&l.root, seed, "annotate", &prefs, || {
-        let s = feedback::auto::annotate(&w, &candidates, &prefs, &AutoOptions { noise: 0.0, seed })?;
+        let opts = AutoOptions { noise: 0.0, seed, inject: b.inject };
+        let s = feedback::auto::annotate(&w, &candidates, &prefs, &opts)?;
         eprintln!(
-            "[demo seed {seed}] {} pairs, {} ties dropped, {:.0}% decided on hallucination",
+            "[demo seed {seed}] {} pairs ({} injected), {} ties dropped, {:.0}% of the judged decided on hallucination",
             s.pairs,
+            s.injected,
             s.ties_dropped,
             100.0 * s.decided_on_hallucination
         );

@@ -190,7 +190,7 @@ fn answers_skips_undo_and_export() {
         .iter()
         .map(|p| (p.pair, p.preference, p.hallucination, p.hallucinated_1, p.hallucinated_2))
         .collect();
-    assert_eq!(got, [([0, 1], 2, false, true, false), ([1, 2], 2, true, false, false)]);
+    assert_eq!(got, [(Some([0, 1]), 2, false, true, false), (Some([1, 2]), 2, true, false, false)]);
     assert_eq!(prefs[0].output_1.value, "<script>alert(1)</script> & <b>bold</b>");
     assert_eq!(prefs[0].annotator, "ann");
     assert_eq!(prefs[0].image, "../images/a.png");
@@ -266,7 +266,8 @@ fn concurrent_submissions_are_each_stored_exactly_once() {
         let a: usize = p.annotator[1..].parse().unwrap();
         // Pairs are numbered from 1 in candidate order, (0, 1), (0, 2), (1, 2) within one.
         let c: i64 = p.id[1..].parse().unwrap();
-        let pair = 3 * c + 1 + [[0, 1], [0, 2], [1, 2]].iter().position(|x| *x == p.pair).unwrap() as i64;
+        let pair =
+            3 * c + 1 + [[0, 1], [0, 2], [1, 2]].iter().position(|x| Some(*x) == p.pair).unwrap() as i64;
         assert!(seen.insert((a, pair)), "({a}, {pair}) stored twice");
         assert_eq!(Some(p.preference), answer(a, pair, 1)["q1"].as_u64().map(|q| q as u8), "({a}, {pair})");
     }

@@ -191,11 +191,11 @@ fn auto_prefers_honesty_then_helpfulness_and_drops_ties() {
         [
             // Honesty first: the reference beats the lie (Q1) and the short answer beats the lie
             // too, though the lie names more objects; the reference beats the short one on Q2.
-            (d.id.as_str(), [0, 1], 1, true, false, true),
-            (d.id.as_str(), [0, 2], 1, false, false, false),
-            (d.id.as_str(), [1, 2], 2, true, true, false),
-            (e.id.as_str(), [0, 1], 1, true, false, true),
-            (e.id.as_str(), [1, 2], 2, true, true, false),
+            (d.id.as_str(), Some([0, 1]), 1, true, false, true),
+            (d.id.as_str(), Some([0, 2]), 1, false, false, false),
+            (d.id.as_str(), Some([1, 2]), 2, true, true, false),
+            (e.id.as_str(), Some([0, 1]), 1, true, false, true),
+            (e.id.as_str(), Some([1, 2]), 2, true, true, false),
         ]
     );
     assert_eq!(prefs[0].flags_2, [Flag::Object]);
@@ -218,7 +218,8 @@ fn auto_prefers_honesty_then_helpfulness_and_drops_ties() {
     // Noise flips a seeded share of the pairs, and nothing else.
     let noisy = tmp.path().join("prefs/noisy.json");
     let flip = |seed: u64| {
-        let s = auto::annotate(&world, &candidates, &noisy, &AutoOptions { noise: 0.4, seed }).unwrap();
+        let s = auto::annotate(&world, &candidates, &noisy, &AutoOptions { noise: 0.4, seed, inject: 0 })
+            .unwrap();
         let p: Vec<Preference> = serde_json::from_slice(&std::fs::read(&noisy).unwrap()).unwrap();
         (s, p)
     };
@@ -230,6 +231,43 @@ fn auto_prefers_honesty_then_helpfulness_and_drops_ties() {
         assert_eq!(Preference { preference: prefs[k].preference, ..flipped[k].clone() }, prefs[k]);
     }
     assert_eq!(flip(1).1, flipped);
+
+    // Injection appends built pairs for the description prompt only, leaving the judged ones as
+    // they were: the reference against a copy with one claim made false, the reference preferred.
+    let injected = tmp.path().join("prefs/injected.json");
+    let r = factrl(&[
+        "annotate",
+        "auto",
+        "--world",
+        s(&world),
+        "--candidates",
+        s(&candidates),
+        "--output",
+        s(&injected),
+        "--inject",
+        "3",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let summary: Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(summary["injected"], 3);
+    let built: Vec<Preference> = serde_json::from_slice(&std::fs::read(&injected).unwrap()).unwrap();
+    assert_eq!(built[..5], prefs[..]);
+    assert_eq!(built.len(), 8);
+    for p in &built[5..] {
+        assert!(p.injected && p.pair.is_none() && p.hallucination, "{p:?}");
+        assert_eq!(p.id, d.id);
+        let (good, bad, bad_flags) = match p.preference {
+            1 => (&p.output_1, &p.output_2, &p.flags_2),
+            _ => (&p.output_2, &p.output_1, &p.flags_1),
+        };
+        assert_eq!(good.value, reference);
+        assert_ne!(bad.value, reference);
+        assert!(!bad_flags.is_empty());
+    }
+    let raw: Vec<Value> = serde_json::from_slice(&std::fs::read(&injected).unwrap()).unwrap();
+    assert!(
+        raw[0].get("injected").is_none() && raw[5]["injected"] == json!(true) && raw[5].get("pair").is_none()
+    );
 }
 
 #[test]

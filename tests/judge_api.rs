@@ -106,7 +106,7 @@ fn the_judge_sees_the_image_and_both_responses_and_its_answers_become_prefs() {
     let prefs: Vec<Preference> = serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
     let got: Vec<_> =
         prefs.iter().map(|p| (p.pair, p.preference, p.hallucination, p.annotator.as_str())).collect();
-    assert_eq!(got, [([0, 1], 1, true, "judge-7b"), ([1, 2], 2, false, "judge-7b")]);
+    assert_eq!(got, [(Some([0, 1]), 1, true, "judge-7b"), (Some([1, 2]), 2, false, "judge-7b")]);
     assert_eq!((prefs[0].flags_2.as_slice(), prefs[0].hallucinated_2), ([Flag::Object].as_slice(), true));
 }
 
@@ -141,7 +141,7 @@ fn asked_in_both_orders_only_order_independent_verdicts_remain() {
     );
     assert_eq!(seen.lock().unwrap().len(), 5);
     let prefs: Vec<Preference> = serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
-    assert_eq!((prefs[0].pair, prefs[0].preference, prefs[0].hallucination), ([0, 1], 1, true));
+    assert_eq!((prefs[0].pair, prefs[0].preference, prefs[0].hallucination), (Some([0, 1]), 1, true));
     assert_eq!(
         (prefs[0].flags_1.as_slice(), prefs[0].flags_2.as_slice()),
         ([].as_slice(), [Flag::Object].as_slice())

@@ -144,3 +144,33 @@ fn the_facts_next_token_loss_is_logged_and_falls() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("long") && err.contains("short"), "{err}");
 }
+
+#[test]
+fn injected_pairs_train_but_are_never_held_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let path = tmp.path().join("prefs.json");
+    let mut records: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for r in records.iter_mut().step_by(3) {
+        r["injected"] = json!(true);
+    }
+    let judged = records.iter().filter(|r| r.get("injected").is_none()).count();
+    let val = tmp.path().join("val.json");
+    std::fs::write(&val, serde_json::to_string(&records).unwrap()).unwrap();
+    let c = config.to_str().unwrap();
+    factrl_ok(&[
+        "train",
+        "reward",
+        "--config",
+        c,
+        "--set",
+        "max_steps=2",
+        "--set",
+        &format!("val={}", val.display()),
+    ]);
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("rm/final/eval.json")).unwrap())
+            .unwrap();
+    assert_eq!(eval["pairs"], json!(judged), "{eval}");
+}

@@ -291,8 +291,8 @@ fn formats_round_trip_and_every_text_is_in_the_vocabulary() {
     let caps: BTreeMap<String, Vec<String>> = round_trip(&dir.join("image_to_caption.json"));
     assert_eq!(caps.len(), 400);
     for c in caps.values() {
-        assert_eq!(c.len(), 5);
-        assert_eq!(c.iter().collect::<BTreeSet<_>>().len(), 5, "captions differ: {c:?}");
+        assert_eq!(c.len(), 6);
+        assert_eq!(c.iter().collect::<BTreeSet<_>>().len(), 6, "captions differ: {c:?}");
         c.iter().for_each(|t| check_text(t));
     }
     let _: Vec<SceneRecord> = round_trip(&dir.join("scenes.json"));

@@ -143,9 +143,14 @@ pub struct AutoArgs {
     /// Share of pairs whose preference is flipped (label noise).
     #[arg(long, default_value_t = 0.0)]
     noise: f64,
-    /// Seed of the noise.
+    /// Seed of the noise and of the injected hallucinations.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also write this many built pairs per description prompt: the true description against a
+    /// copy with one injected hallucination (marked `"injected": true`; reward training never holds
+    /// them out).
+    #[arg(long, default_value_t = 0, conflicts_with = "judge")]
+    inject: usize,
 }
 
 /// Runs `factrl collect`.
@@ -188,11 +193,11 @@ pub fn annotate(cmd: AnnotateCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             let world = a.world.as_ref().context("--world or --judge is needed")?;
-            let opts = AutoOptions { noise: a.noise, seed: a.seed };
+            let opts = AutoOptions { noise: a.noise, seed: a.seed, inject: a.inject };
             let s = auto::annotate(world, &a.candidates, &a.output, &opts).with_context(context)?;
             eprintln!(
-                "{} pairs written, {} exact ties dropped, {} flipped",
-                s.pairs, s.ties_dropped, s.flipped
+                "{} pairs written ({} injected), {} exact ties dropped, {} flipped",
+                s.pairs, s.injected, s.ties_dropped, s.flipped
             );
             println!("{}", serde_json::to_string_pretty(&s)?);
             Ok(())

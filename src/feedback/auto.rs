@@ -2,14 +2,22 @@
 //! ground truth. Each response is judged by [`judge::judge`] (hallucinated objects, attributes,
 //! counts and relations; then helpfulness) and each pair decided by [`judge::prefer`]; exact ties
 //! are dropped, and a share of the decided pairs can be flipped to model label noise.
+//!
+//! With `inject`, the annotator also writes, for each description prompt, that many built pairs:
+//! the true description against a copy with one injected hallucination
+//! ([`language::describe_with_error`], as POVID builds dispreferred answers). Sampled pairs mostly
+//! differ in several claims at once, or both hallucinate; a pair that differs in one claim shows
+//! the reward model which claim decides.
 
 use super::FeedbackError;
-use super::records::{Flag, Preference, Verdict, folder_of, read_candidates, relative_to};
+use super::records::{Candidate, Flag, Output, Preference, Verdict, folder_of, read_candidates, relative_to};
+use crate::data::formats::Task;
 use crate::eval::judge::{self, Judgement};
 use crate::io;
+use crate::world::language;
 use crate::world::scene::Scene;
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::cmp::Ordering;
@@ -24,8 +32,11 @@ pub const SIMULATED: &str = "simulated";
 pub struct AutoOptions {
     /// Share of decided pairs whose preference is flipped (label noise), in [0, 1].
     pub noise: f64,
-    /// Seed of the choice of flipped pairs.
+    /// Seed of the choice of flipped pairs and of the injected hallucinations.
     pub seed: u64,
+    /// Built pairs per description prompt: the true description against one with an injected
+    /// hallucination.
+    pub inject: usize,
 }
 
 /// What [`annotate`] wrote.
@@ -39,8 +50,10 @@ pub struct AutoSummary {
     pub ties_dropped: usize,
     /// Pairs whose preference was flipped by the noise.
     pub flipped: usize,
-    /// Share of written pairs decided on hallucinations (Q1) rather than helpfulness (Q2).
+    /// Share of judged pairs decided on hallucinations (Q1) rather than helpfulness (Q2).
     pub decided_on_hallucination: f64,
+    /// Injected pairs written (after the judged ones).
+    pub injected: usize,
 }
 
 /// The verdict on a pair from the two responses' judgements; `None` for an exact tie.
@@ -82,7 +95,9 @@ pub fn annotate(
 
     // 2. Judge each response once, then each pair.
     let mut prefs = Vec::new();
+    let mut built = Vec::new();
     let mut ties = 0;
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ INJECT_STREAM);
     for (n, c) in records.iter().enumerate() {
         let file = source.join(&c.image);
         let path = file.canonicalize().map_err(io::at(&file))?;
@@ -104,6 +119,9 @@ pub fn annotate(
                 None => ties += 1,
             }
         }
+        if c.task == Some(Task::Description) {
+            built.extend((0..opts.inject).filter_map(|_| injected(c, &image, scene, &mut rng)));
+        }
     }
 
     // 3. Label noise: flip a seeded random share of the decided pairs.
@@ -113,13 +131,56 @@ pub fn annotate(
     for &k in &order[..flipped] {
         prefs[k].preference = 3 - prefs[k].preference;
     }
-    io::write_json(output, &prefs)?;
     let on_hallucination = prefs.iter().filter(|p| p.hallucination).count();
+    let judged = prefs.len();
+    let injected = built.len();
+    prefs.extend(built);
+    io::write_json(output, &prefs)?;
     Ok(AutoSummary {
         candidates: records.len(),
         pairs: prefs.len(),
         ties_dropped: ties,
         flipped,
-        decided_on_hallucination: on_hallucination as f64 / prefs.len().max(1) as f64,
+        decided_on_hallucination: on_hallucination as f64 / judged.max(1) as f64,
+        injected,
+    })
+}
+
+/// Seeds the injections apart from the label noise, so adding them leaves the flipped pairs as
+/// they were.
+const INJECT_STREAM: u64 = 0x1b7e_c7ed;
+
+/// A built pair for description prompt `c`: the true description and a copy with one injected
+/// hallucination, in random order. `None` when the judge does not find the injected claim false
+/// (or the true text not clean), so every written label is one the guidelines would give.
+fn injected(c: &Candidate, image: &str, scene: &Scene, rng: &mut ChaCha8Rng) -> Option<Preference> {
+    let truth = language::describe(scene, None);
+    let wrong = language::describe_with_error(scene, rng);
+    let (good, bad) = (judge::judge(scene, c.question(), &truth), judge::judge(scene, c.question(), &wrong));
+    let flags = Flag::found(&bad.hallucinations);
+    if flags.is_empty() || !Flag::found(&good.hallucinations).is_empty() {
+        return None;
+    }
+    let first = rng.random_bool(0.5);
+    let output = |value: &String| Output { from: "llava".into(), value: value.clone() };
+    let ((o1, f1), (o2, f2)) =
+        if first { ((&truth, vec![]), (&wrong, flags)) } else { ((&wrong, flags), (&truth, vec![])) };
+    Some(Preference {
+        id: c.id.clone(),
+        image: image.to_string(),
+        conversations: c.conversations.clone(),
+        output_1: output(o1),
+        output_2: output(o2),
+        preference: if first { 1 } else { 2 },
+        hallucination: true,
+        pair: None,
+        injected: true,
+        hallucinated_1: !f1.is_empty(),
+        hallucinated_2: !f2.is_empty(),
+        flags_1: f1,
+        flags_2: f2,
+        annotator: SIMULATED.to_string(),
+        task: c.task,
+        captions: c.captions.clone(),
     })
 }

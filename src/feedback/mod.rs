@@ -16,7 +16,9 @@
 //! "output_2": {...}, "preference": 1 | 2, "hallucination": bool}`. `id` and `conversations` are the
 //! candidate's; `image` is relative to the prefs file's folder; `hallucination` is true when the
 //! choice was made on Q1 (the outputs differ in hallucinations, the preferred one has fewer).
-//! factrl's extra fields: `pair` (the two responses' indices in the candidate), `hallucinated_1`,
+//! factrl's extra fields: `pair` (the two responses' indices in the candidate), `injected` (true
+//! for a pair the simulated annotator built rather than judged, `annotate auto --inject`: the true
+//! description against a copy with one injected hallucination; it has no `pair`), `hallucinated_1`,
 //! `hallucinated_2` (does that output hallucinate), `flags_1`, `flags_2` (the kinds of
 //! hallucination found in it, [`Flag`] names), `annotator` (a name, `simulated`, or the judge
 //! model), and the candidate's `task` and `captions` when present.

@@ -157,8 +157,15 @@ pub struct Preference {
     pub preference: u8,
     /// Whether the choice was made on hallucinations (Q1) rather than helpfulness (Q2).
     pub hallucination: bool,
-    /// Indices of `output_1` and `output_2` among the candidate's responses.
-    pub pair: [usize; 2],
+    /// Indices of `output_1` and `output_2` among the candidate's responses; absent for an
+    /// injected pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair: Option<[usize; 2]>,
+    /// Built, not judged: the true description against a copy with one injected hallucination
+    /// ([`auto`](super::auto)). Reward training learns from such pairs but never scores its
+    /// held-out accuracy on them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub injected: bool,
     /// Whether `output_1` hallucinates.
     pub hallucinated_1: bool,
     /// Whether `output_2` hallucinates.
@@ -208,7 +215,8 @@ impl Preference {
             output_2: output(j),
             preference: v.preference,
             hallucination: v.hallucination,
-            pair: [i, j],
+            pair: Some([i, j]),
+            injected: false,
             hallucinated_1: !v.flags_1.is_empty(),
             hallucinated_2: !v.flags_2.is_empty(),
             flags_1: v.flags_1,

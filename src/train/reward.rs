@@ -150,6 +150,9 @@ pub struct PrefRecord {
     /// factrl: what kind of question the prompt is (held-out accuracy is also reported by kind).
     #[serde(default)]
     pub task: Option<Task>,
+    /// factrl: a built pair (`annotate auto --inject`), trained on but never held out.
+    #[serde(default)]
+    pub injected: bool,
 }
 
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -190,6 +193,8 @@ pub struct PrefPair {
     pub hallucination_pair: bool,
     /// What kind of question the prompt is, when the record says.
     pub task: Option<Task>,
+    /// Built rather than judged (see [`PrefRecord::injected`]).
+    pub injected: bool,
 }
 
 /// Captions by image, from an `image_to_caption.json`.
@@ -266,6 +271,7 @@ pub fn load_pairs(
             image,
             hallucination_pair,
             task: r.task,
+            injected: r.injected,
         });
     }
     Ok(out)
@@ -642,6 +648,8 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
         Some(v) => (all, load_pairs(v, cfg.facts, captions.as_ref(), &mut index)?),
         None => split_by_image(all, cfg.val_fraction, cfg.seed),
     };
+    // Held-out accuracy measures agreement with the annotators: built pairs only train.
+    let val: Vec<PrefPair> = val.into_iter().filter(|p| !p.injected).collect();
     if train.is_empty() {
         return Err(TrainError::Data { file: cfg.train.clone(), message: "no training pairs".into() });
     }
@@ -871,6 +879,7 @@ mod tests {
             image,
             hallucination_pair,
             task,
+            injected: false,
         }
     }
 

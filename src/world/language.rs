@@ -3,7 +3,7 @@
 //! Every text is built from a small fixed lexicon ([`LEXICON`]), so the world's tokenizer covers all of
 //! it. Objects are listed in reading order (by cell) everywhere, so a description has one right form.
 
-use super::scene::{AbsentKind, Cell, Class, Colour, Object, Scene, Shape};
+use super::scene::{AbsentKind, Cell, Class, Colour, Object, Scene, Shape, Size};
 use crate::data::formats::{CaptionType, Task};
 use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -175,7 +175,7 @@ pub fn can_hallucinate(scene: &Scene) -> bool {
 pub fn plausible_absent(scene: &Scene, rng: &mut impl Rng) -> Option<Object> {
     let class = *absent_partners(scene).choose(rng)?;
     let cell = *free_cells(scene).choose(rng)?;
-    let size = if rng.random_bool(0.5) { super::scene::Size::Large } else { super::scene::Size::Small };
+    let size = if rng.random_bool(0.5) { Size::Large } else { Size::Small };
     Some(Object {
         colour: class.colour,
         shape: class.shape,
@@ -431,8 +431,11 @@ pub fn multiple_choice(scene: &Scene, rng: &mut impl Rng) -> Qa {
     }
 }
 
-/// Five short, true, partial captions in the words the responses use (the reward model's facts).
-/// Together they name every object, as five COCO captions together name the main objects.
+/// The reward model's facts, in the words the responses use: five short, true, partial captions
+/// that together name every object (as five COCO captions together name the main objects), and
+/// last a dense caption, the true description, that places each one. Only the dense caption lets
+/// a position or size claim be checked; it adds no draw from `rng`, so every other text of a
+/// world is the same with or without it.
 pub fn captions(scene: &Scene, rng: &mut impl Rng) -> Vec<String> {
     let mut order: Vec<&Object> = scene.objects.iter().collect();
     order.shuffle(rng);
@@ -467,7 +470,57 @@ pub fn captions(scene: &Scene, rng: &mut impl Rng) -> Vec<String> {
         caption(&second, false)
     });
     out.shuffle(rng);
+    out.push(describe(scene, None));
     out
+}
+
+/// The true description with one injected hallucination, as POVID builds dispreferred answers:
+/// an object moved to an empty cell, resized, recoloured or reshaped, an absent object added (the
+/// usual partner of a present class when there is one), or a wrong count. The result differs from
+/// [`describe`]`(scene, None)` in one claim, so a preference pair of the two isolates it.
+pub fn describe_with_error(scene: &Scene, rng: &mut impl Rng) -> String {
+    let mut s = scene.clone();
+    let free = free_cells(scene);
+    let n = s.objects.len();
+    let i = rng.random_range(0..n.max(1));
+    let kind = if n == 0 { 4 } else { rng.random_range(0..6) };
+    match kind {
+        0 if !free.is_empty() => s.objects[i].cell = *free.choose(rng).unwrap_or(&s.objects[i].cell),
+        1 => {
+            s.objects[i].size = match s.objects[i].size {
+                Size::Small => Size::Large,
+                Size::Large => Size::Small,
+            }
+        }
+        2 => s.objects[i].colour = *other(&Colour::ALL, s.objects[i].colour, rng),
+        3 => s.objects[i].shape = *other(&Shape::ALL, s.objects[i].shape, rng),
+        4 if !free.is_empty() => {
+            let added = plausible_absent(scene, rng).unwrap_or_else(|| Object {
+                colour: *Colour::ALL.choose(rng).unwrap_or(&Colour::Red),
+                shape: *Shape::ALL.choose(rng).unwrap_or(&Shape::Circle),
+                size: if rng.random_bool(0.5) { Size::Large } else { Size::Small },
+                cell: *free.choose(rng).unwrap_or(&free[0]),
+                center: [0.0, 0.0],
+                radius: 0.0,
+                bbox: [0; 4],
+            });
+            s.objects.push(added);
+        }
+        _ => {
+            let wrong = *[n.saturating_sub(1), n + 1].choose(rng).unwrap_or(&(n + 1));
+            let wrong = if wrong == 0 { n + 1 } else { wrong };
+            let text = describe(scene, None);
+            let right = count_sentence(n, "object", "objects");
+            return text.replacen(&right, &count_sentence(wrong, "object", "objects"), 1);
+        }
+    }
+    describe(&s, None)
+}
+
+/// A value of `all` other than `current`.
+fn other<'a, T: PartialEq>(all: &'a [T], current: T, rng: &mut impl Rng) -> &'a T {
+    let rest: Vec<&T> = all.iter().filter(|v| **v != current).collect();
+    rest.choose(rng).copied().unwrap_or(&all[0])
 }
 
 #[cfg(test)]
@@ -524,6 +577,37 @@ mod tests {
             let c = captions(&s, &mut rng).join(" ");
             assert!(c.contains("red circle") && c.contains("orange star"), "{c}");
         }
+    }
+
+    #[test]
+    fn the_dense_caption_is_the_true_description_last() {
+        let s = scene();
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(3);
+        let c = captions(&s, &mut rng);
+        assert_eq!((c.len(), c.last()), (6, Some(&describe(&s, None))));
+    }
+
+    #[test]
+    fn an_injected_error_is_one_false_claim_of_every_kind() {
+        let s = scene();
+        let truth = describe(&s, None);
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(3);
+        let mut kinds = [0; 4];
+        for _ in 0..200 {
+            let wrong = describe_with_error(&s, &mut rng);
+            let h = crate::eval::claims::check(&s, &wrong).hallucinations;
+            assert!(wrong != truth && h.total() >= 1, "{wrong}");
+            for (k, n) in kinds.iter_mut().zip([h.object, h.attribute, h.count, h.relation]) {
+                *k += usize::from(n > 0);
+            }
+            // One claim changed: one sentence differs, or one object sentence is added.
+            let sentences =
+                |t: &str| t.split('.').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect();
+            let (a, b): (Vec<String>, Vec<String>) = (sentences(&truth), sentences(&wrong));
+            let same = a.iter().filter(|x| b.contains(x)).count();
+            assert!(same + 1 >= a.len(), "{truth} | {wrong}");
+        }
+        assert!(kinds.iter().all(|&k| k > 0), "{kinds:?}");
     }
 
     #[test]

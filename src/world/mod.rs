@@ -9,7 +9,7 @@
 //! | `scenes.json` | ground truth per image: objects (colour, shape, size, cell, centre, radius, pixel box), pairwise `left of` / `above` relations, split |
 //! | `world.json` | the configuration, the class list with frequencies, the partner table, the lexicon (synonyms, plurals), statistics |
 //! | `tokenizer.json` | Hugging Face tokenizer covering the world's language |
-//! | `image_to_caption.json` | five short true partial captions per image (the reward model's facts) |
+//! | `image_to_caption.json` | five short true partial captions per image and a dense one, the true description (the reward model's facts) |
 //! | `pretrain.json`, `pretrain_val.json` | caption records for feature alignment (LLaVA conversation JSON) |
 //! | `sft.json`, `sft_val.json` | instruction records: description, caption, existence, counting, attribute, relation, multiple choice, multi-turn |
 //! | `prefs_prompts.json` | prompts for preference collection, with reference answers |
