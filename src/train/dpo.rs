@@ -8,7 +8,7 @@ use super::common::{
 };
 use super::config;
 use super::optim::{adamw, clip_global_norm};
-use super::reward::{PrefPair, load_pairs, pair_metrics, split_by_image};
+use super::reward::{PrefPair, load_pairs, pair_metrics, train_and_val};
 use super::run::RunDir;
 use super::schedule::warmup_cosine;
 use super::sft::{Part, epoch_batches, prepare};
@@ -231,10 +231,8 @@ pub fn train(cfg: &DpoConfig, resume: bool, halt_after: Option<usize>) -> Result
     // 2. Pairs, the split, features once, reference log-probs once.
     let mut index = BTreeMap::new();
     let all = load_pairs(&cfg.train, false, None, &mut index)?;
-    let (train, val) = match &cfg.val {
-        Some(v) => (all, load_pairs(v, false, None, &mut index)?),
-        None => split_by_image(all, cfg.val_fraction, cfg.seed),
-    };
+    let val = cfg.val.as_ref().map(|v| load_pairs(v, false, None, &mut index)).transpose()?;
+    let (train, val) = train_and_val(all, val, cfg.val_fraction, cfg.seed);
     if train.is_empty() {
         return Err(TrainError::Data { file: cfg.train.clone(), message: "no training pairs".into() });
     }

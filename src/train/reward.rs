@@ -288,6 +288,22 @@ pub fn split_by_image(pairs: Vec<PrefPair>, fraction: f64, seed: u64) -> (Vec<Pr
     pairs.into_iter().partition(|p| !held.contains(&p.image))
 }
 
+/// The training and held-out pairs: `val` when given, else `fraction` of the images' pairs
+/// ([`split_by_image`]). Injected pairs are never held out: held-out accuracy measures agreement
+/// with the annotators.
+pub fn train_and_val(
+    all: Vec<PrefPair>,
+    val: Option<Vec<PrefPair>>,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<PrefPair>, Vec<PrefPair>) {
+    let (train, val) = match val {
+        Some(v) => (all, v),
+        None => split_by_image(all, fraction, seed),
+    };
+    (train, val.into_iter().filter(|p| !p.injected).collect())
+}
+
 /// Bradley-Terry loss of reward pairs with LLaVA-RLHF's centring term:
 /// `mean(-log sigmoid(r_c - r_r)) + center * |mean(r_c + r_r)|`.
 ///
@@ -644,12 +660,9 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
     let captions = cfg.captions.as_deref().filter(|_| cfg.facts).map(CaptionIndex::load).transpose()?;
     let mut index = BTreeMap::new();
     let all = load_pairs(&cfg.train, cfg.facts, captions.as_ref(), &mut index)?;
-    let (train, val) = match &cfg.val {
-        Some(v) => (all, load_pairs(v, cfg.facts, captions.as_ref(), &mut index)?),
-        None => split_by_image(all, cfg.val_fraction, cfg.seed),
-    };
-    // Held-out accuracy measures agreement with the annotators: built pairs only train.
-    let val: Vec<PrefPair> = val.into_iter().filter(|p| !p.injected).collect();
+    let val =
+        cfg.val.as_ref().map(|v| load_pairs(v, cfg.facts, captions.as_ref(), &mut index)).transpose()?;
+    let (train, val) = train_and_val(all, val, cfg.val_fraction, cfg.seed);
     if train.is_empty() {
         return Err(TrainError::Data { file: cfg.train.clone(), message: "no training pairs".into() });
     }
@@ -926,5 +939,23 @@ mod tests {
         let held: BTreeSet<usize> = val.iter().map(|p| p.image).collect();
         assert_eq!(held.len(), 2);
         assert!(train.iter().all(|p| !held.contains(&p.image)));
+    }
+
+    #[test]
+    fn injected_pairs_only_train() {
+        // Half of each image's pairs injected: the same images are held out, their injected pairs gone.
+        let pairs = || -> Vec<PrefPair> {
+            (0..40).map(|i| PrefPair { injected: (i / 10) % 2 == 1, ..pair(i % 10, false, None) }).collect()
+        };
+        let (train, val) = train_and_val(pairs(), None, 0.2, 1);
+        let (_, all_val) = split_by_image(pairs(), 0.2, 1);
+        assert_eq!((train.len(), val.len()), (32, 4));
+        assert!(val.iter().all(|p| !p.injected) && train.iter().filter(|p| p.injected).count() == 16);
+        assert_eq!(
+            val.iter().map(|p| p.image).collect::<BTreeSet<_>>(),
+            all_val.iter().map(|p| p.image).collect()
+        );
+        let (train, val) = train_and_val(pairs(), Some(pairs()), 0.2, 1);
+        assert_eq!((train.len(), val.len()), (40, 20));
     }
 }
