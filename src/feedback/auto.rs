@@ -10,7 +10,7 @@
 //! the reward model which claim decides.
 
 use super::FeedbackError;
-use super::records::{Candidate, Flag, Output, Preference, Verdict, folder_of, read_candidates, relative_to};
+use super::records::{Candidate, Flag, Preference, Verdict, folder_of, read_candidates, relative_to};
 use crate::data::formats::Task;
 use crate::eval::judge::{self, Judgement};
 use crate::io;
@@ -119,8 +119,12 @@ pub fn annotate(
                 None => ties += 1,
             }
         }
-        if c.task == Some(Task::Description) {
-            built.extend((0..opts.inject).filter_map(|_| injected(c, &image, scene, &mut rng)));
+        if c.task == Some(Task::Description) && opts.inject > 0 {
+            let truth = language::describe(scene, None);
+            // The true text must be clean for "truth over error" to be the guidelines' label.
+            if judge::judge(scene, c.question(), &truth).hallucinations.total() == 0 {
+                built.extend((0..opts.inject).filter_map(|_| injected(c, &image, scene, &truth, &mut rng)));
+            }
         }
     }
 
@@ -150,37 +154,24 @@ pub fn annotate(
 /// they were.
 const INJECT_STREAM: u64 = 0x1b7e_c7ed;
 
-/// A built pair for description prompt `c`: the true description and a copy with one injected
-/// hallucination, in random order. `None` when the judge does not find the injected claim false
-/// (or the true text not clean), so every written label is one the guidelines would give.
-fn injected(c: &Candidate, image: &str, scene: &Scene, rng: &mut ChaCha8Rng) -> Option<Preference> {
-    let truth = language::describe(scene, None);
+/// A built pair for description prompt `c`: the true description `truth` and a copy with one
+/// injected hallucination, in random order. `None` when the judge does not find the injected claim
+/// false, so every written label is one the guidelines would give.
+fn injected(
+    c: &Candidate,
+    image: &str,
+    scene: &Scene,
+    truth: &str,
+    rng: &mut ChaCha8Rng,
+) -> Option<Preference> {
     let wrong = language::describe_with_error(scene, rng);
-    let (good, bad) = (judge::judge(scene, c.question(), &truth), judge::judge(scene, c.question(), &wrong));
-    let flags = Flag::found(&bad.hallucinations);
-    if flags.is_empty() || !Flag::found(&good.hallucinations).is_empty() {
+    let flags = Flag::found(&judge::judge(scene, c.question(), &wrong).hallucinations);
+    if flags.is_empty() {
         return None;
     }
     let first = rng.random_bool(0.5);
-    let output = |value: &String| Output { from: "llava".into(), value: value.clone() };
-    let ((o1, f1), (o2, f2)) =
-        if first { ((&truth, vec![]), (&wrong, flags)) } else { ((&wrong, flags), (&truth, vec![])) };
-    Some(Preference {
-        id: c.id.clone(),
-        image: image.to_string(),
-        conversations: c.conversations.clone(),
-        output_1: output(o1),
-        output_2: output(o2),
-        preference: if first { 1 } else { 2 },
-        hallucination: true,
-        pair: None,
-        injected: true,
-        hallucinated_1: !f1.is_empty(),
-        hallucinated_2: !f2.is_empty(),
-        flags_1: f1,
-        flags_2: f2,
-        annotator: SIMULATED.to_string(),
-        task: c.task,
-        captions: c.captions.clone(),
-    })
+    let (outputs, preference, flags_1, flags_2) =
+        if first { ([truth, &wrong], 1, vec![], flags) } else { ([&wrong, truth], 2, flags, vec![]) };
+    let v = Verdict { preference, hallucination: true, flags_1, flags_2 };
+    Some(Preference::with_outputs(c, image.to_string(), outputs, None, v, SIMULATED))
 }

@@ -206,17 +206,31 @@ impl Preference {
         v: Verdict,
         annotator: &str,
     ) -> Preference {
-        let output = |k: usize| Output { from: "llava".into(), value: c.responses[k].clone() };
+        let outputs = [c.responses[i].as_str(), c.responses[j].as_str()];
+        Preference::with_outputs(c, image, outputs, Some([i, j]), v, annotator)
+    }
+
+    /// The record for two texts answering `c`: its responses `pair`, or, with `None`, a built pair
+    /// (`injected`).
+    pub fn with_outputs(
+        c: &Candidate,
+        image: String,
+        [first, second]: [&str; 2],
+        pair: Option<[usize; 2]>,
+        v: Verdict,
+        annotator: &str,
+    ) -> Preference {
+        let output = |value: &str| Output { from: "llava".into(), value: value.to_string() };
         Preference {
             id: c.id.clone(),
             image,
             conversations: c.conversations.clone(),
-            output_1: output(i),
-            output_2: output(j),
+            output_1: output(first),
+            output_2: output(second),
             preference: v.preference,
             hallucination: v.hallucination,
-            pair: Some([i, j]),
-            injected: false,
+            pair,
+            injected: pair.is_none(),
             hallucinated_1: !v.flags_1.is_empty(),
             hallucinated_2: !v.flags_2.is_empty(),
             flags_1: v.flags_1,

@@ -175,8 +175,12 @@ pub fn can_hallucinate(scene: &Scene) -> bool {
 pub fn plausible_absent(scene: &Scene, rng: &mut impl Rng) -> Option<Object> {
     let class = *absent_partners(scene).choose(rng)?;
     let cell = *free_cells(scene).choose(rng)?;
-    let size = if rng.random_bool(0.5) { Size::Large } else { Size::Small };
-    Some(Object {
+    Some(imagined(class, Size::random(rng), cell))
+}
+
+/// An object that exists only in a text: no pixels, so no centre, radius or box.
+fn imagined(class: Class, size: Size, cell: Cell) -> Object {
+    Object {
         colour: class.colour,
         shape: class.shape,
         size,
@@ -184,7 +188,7 @@ pub fn plausible_absent(scene: &Scene, rng: &mut impl Rng) -> Option<Object> {
         center: [0.0, 0.0],
         radius: 0.0,
         bbox: [0; 4],
-    })
+    }
 }
 
 /// An existence question, biased as configured: yes-heavy, with hard and partner negatives.
@@ -495,14 +499,11 @@ pub fn describe_with_error(scene: &Scene, rng: &mut impl Rng) -> String {
         2 => s.objects[i].colour = *other(&Colour::ALL, s.objects[i].colour, rng),
         3 => s.objects[i].shape = *other(&Shape::ALL, s.objects[i].shape, rng),
         4 if !free.is_empty() => {
-            let added = plausible_absent(scene, rng).unwrap_or_else(|| Object {
-                colour: *Colour::ALL.choose(rng).unwrap_or(&Colour::Red),
-                shape: *Shape::ALL.choose(rng).unwrap_or(&Shape::Circle),
-                size: if rng.random_bool(0.5) { Size::Large } else { Size::Small },
-                cell: *free.choose(rng).unwrap_or(&free[0]),
-                center: [0.0, 0.0],
-                radius: 0.0,
-                bbox: [0; 4],
+            let added = plausible_absent(scene, rng).unwrap_or_else(|| {
+                let colour = *Colour::ALL.choose(rng).unwrap_or(&Colour::Red);
+                let shape = *Shape::ALL.choose(rng).unwrap_or(&Shape::Circle);
+                let size = Size::random(rng);
+                imagined(Class { colour, shape }, size, *free.choose(rng).unwrap_or(&free[0]))
             });
             s.objects.push(added);
         }

@@ -152,6 +152,11 @@ impl Size {
         }
     }
 
+    /// Large or small with equal odds (one draw from `rng`).
+    pub fn random(rng: &mut impl Rng) -> Size {
+        if rng.random_bool(0.5) { Size::Large } else { Size::Small }
+    }
+
     /// Radius as a fraction of the cell's side.
     fn radius_fraction(self) -> f32 {
         match self {
@@ -408,7 +413,7 @@ pub fn sample_scene(cfg: &SceneConfig, weights: &WeightedIndex<f64>, rng: &mut i
         .into_iter()
         .zip(cells)
         .map(|(class, cell)| {
-            let size = if rng.random_bool(0.5) { Size::Large } else { Size::Small };
+            let size = Size::random(rng);
             let radius = size.radius_fraction() * side;
             // Jitter inside the cell, never past its border, so objects cannot overlap.
             let slack = (side / 2.0 - radius - 1.0).max(0.0);
