@@ -4,7 +4,9 @@
 //! Every stage writes its own files (the same the stage's command writes) and is skipped on a
 //! rerun when its output is complete, so an interrupted demo continues where it stopped; a
 //! training stage with a checkpoint resumes from it. The stage settings are the shipped configs
-//! (`configs/*.toml`, compiled in) with the demo's paths and, for `--quick`, a tiny budget.
+//! (`configs/*.toml`, compiled in) with the demo's paths and the budget of its size: `--full` runs
+//! them as shipped, the default cuts the long stages to fit 15 minutes on 2 cores, `--quick` is a
+//! tiny version for CI.
 
 use crate::eval::run::{EvalOptions, EvalReport};
 use crate::feedback::{self, auto::AutoOptions, collect::CollectOptions};
@@ -21,13 +23,35 @@ use std::time::Instant;
 pub struct DemoOptions {
     /// Output folder (one `seed-N` folder per seed, and the report).
     pub out: PathBuf,
-    /// The tiny CI version.
-    pub quick: bool,
+    /// The budget.
+    pub size: DemoSize,
     /// Seeds, 0..seeds.
     pub seeds: u64,
     /// Run only this seed's stages and write no report: several processes or machines can share
     /// the seeds of one `--out`, and a final run without it finds them done and reports.
     pub only_seed: Option<u64>,
+}
+
+/// The demo's budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DemoSize {
+    /// A tiny version of every stage, for CI and a first look.
+    Quick,
+    /// The shipped configs with the long stages cut to fit 15 minutes on 2 cores.
+    Default,
+    /// The shipped configs as they are (the recipe; about 25 minutes a seed).
+    Full,
+}
+
+impl DemoSize {
+    fn name(self) -> &'static str {
+        match self {
+            DemoSize::Quick => "quick",
+            DemoSize::Default => "default",
+            DemoSize::Full => "full",
+        }
+    }
 }
 
 /// Why the demo stopped.
@@ -42,6 +66,18 @@ pub enum DemoError {
         seed: u64,
         /// The stage's error.
         message: String,
+    },
+    /// The seed folder holds stages of a demo of another size.
+    #[error(
+        "{folder} holds a `{found}` demo's stages, not `{wanted}`'s: pass another --out, or the same size again"
+    )]
+    SizeMismatch {
+        /// The seed folder.
+        folder: String,
+        /// The size that made it.
+        found: &'static str,
+        /// The size asked for.
+        wanted: &'static str,
     },
     /// Writing the report or reading a stage's output failed.
     #[error(transparent)]
@@ -85,12 +121,13 @@ impl Layout {
     }
 }
 
-/// Budgets of the two demo sizes, as config overrides per stage.
+/// Budget of a demo size, as config overrides per stage.
 struct Budget {
     world: WorldConfig,
     clip: &'static [&'static str],
     pretrain: &'static [&'static str],
-    sft: &'static [&'static str],
+    /// The three runs of stage 2: the instruction mix, the existence focus, the mix again.
+    sft: [&'static [&'static str]; 3],
     reward: &'static [&'static str],
     ppo: &'static [&'static str],
     /// Preference prompts sampled (all if `None`) and samples per prompt.
@@ -101,9 +138,21 @@ struct Budget {
     eval: EvalOptions,
 }
 
-fn budget(quick: bool, seed: u64) -> Budget {
-    if quick {
-        Budget {
+fn budget(size: DemoSize, seed: u64) -> Budget {
+    let full = Budget {
+        world: WorldConfig { seed, ..WorldConfig::default() },
+        clip: &[],
+        pretrain: &[],
+        sft: [&[]; 3],
+        reward: &[],
+        ppo: &[],
+        collect_limit: None,
+        samples: 4,
+        inject: 5,
+        eval: EvalOptions { limit: Some(600), batch: 64, max_new_tokens: 96 },
+    };
+    match size {
+        DemoSize::Quick => Budget {
             world: WorldConfig {
                 images: 300,
                 seed,
@@ -113,7 +162,7 @@ fn budget(quick: bool, seed: u64) -> Budget {
             },
             clip: &["max_steps=6", "batch_size=16", "eval_every=3", "val_records=32"],
             pretrain: &["max_steps=8", "batch_size=16", "eval_every=4", "val_records=16"],
-            sft: &["max_steps=12", "batch_size=16", "eval_every=6", "val_records=16"],
+            sft: [&["max_steps=12", "batch_size=16", "eval_every=6", "val_records=16"]; 3],
             reward: &["max_steps=8", "batch_size=8", "eval_every=4", "val_fraction=0.25"],
             ppo: &[
                 "iterations=2",
@@ -127,21 +176,39 @@ fn budget(quick: bool, seed: u64) -> Budget {
             samples: 4,
             inject: 1,
             eval: EvalOptions { limit: Some(24), batch: 32, max_new_tokens: 48 },
-        }
-    } else {
-        Budget {
-            world: WorldConfig { seed, ..WorldConfig::default() },
-            clip: &[],
-            pretrain: &[],
-            sft: &[],
-            reward: &[],
-            ppo: &[],
-            collect_limit: None,
-            samples: 4,
-            inject: 5,
-            eval: EvalOptions { limit: Some(600), batch: 64, max_new_tokens: 96 },
-        }
+        },
+        // Against the full recipe: pretraining 2 epochs of 4, the mix 1.5 of 2, the focus 3 of
+        // 4, the return half its epoch, the reward models 60 steps of 349 (README, "Results").
+        DemoSize::Default => Budget {
+            pretrain: &["epochs=2"],
+            sft: [&["max_steps=816"], &["epochs=3"], &["max_steps=272"]],
+            reward: &["max_steps=60", "eval_every=30"],
+            ..full
+        },
+        DemoSize::Full => full,
     }
+}
+
+/// Marks a seed folder with the demo size that made it; refuses one made by another size, whose
+/// finished stages would otherwise be taken as this size's.
+fn check_size(root: &Path, size: DemoSize) -> Result<(), DemoError> {
+    let path = root.join("demo.json");
+    if !path.exists() {
+        return Ok(io::write_json(&path, &serde_json::json!({ "size": size }))?);
+    }
+    #[derive(serde::Deserialize)]
+    struct Marker {
+        size: DemoSize,
+    }
+    let found = io::read_json::<Marker>(&path)?.size;
+    if found != size {
+        return Err(DemoError::SizeMismatch {
+            folder: root.display().to_string(),
+            found: found.name(),
+            wanted: size.name(),
+        });
+    }
+    Ok(())
 }
 
 /// Seconds each finished stage took, in pipeline order, kept in the seed folder so a rerun
@@ -204,7 +271,8 @@ fn path_set(key: &str, path: &Path) -> String {
 fn run_seed(opts: &DemoOptions, seed: u64) -> Result<Vec<(String, EvalReport)>, DemoError> {
     let l = Layout { root: opts.out.join(format!("seed-{seed}")) };
     std::fs::create_dir_all(&l.root).map_err(io::at(&l.root))?;
-    let b = budget(opts.quick, seed);
+    check_size(&l.root, opts.size)?;
+    let b = budget(opts.size, seed);
     let w = l.world();
 
     stage(&l.root, seed, "world", &w.join("world.json"), || {
@@ -228,9 +296,9 @@ fn run_seed(opts: &DemoOptions, seed: u64) -> Result<Vec<(String, EvalReport)>, 
     // "Stage 2"); `sft` is the last.
     for (name, shipped, init, data, sets) in [
         ("pretrain", &PRETRAIN, "clip", "pretrain", b.pretrain),
-        ("sft-mix", &SFT, "pretrain", "sft", b.sft),
-        ("sft-focus", &SFT_FOCUS, "sft-mix", "sft", b.sft),
-        ("sft", &SFT_RETURN, "sft-focus", "sft", b.sft),
+        ("sft-mix", &SFT, "pretrain", "sft", b.sft[0]),
+        ("sft-focus", &SFT_FOCUS, "sft-mix", "sft", b.sft[1]),
+        ("sft", &SFT_RETURN, "sft-focus", "sft", b.sft[2]),
     ] {
         stage(&l.root, seed, name, &l.model(name), || {
             let paths = vec![
@@ -398,7 +466,7 @@ pub fn run(opts: &DemoOptions) -> Result<String, DemoError> {
         timings: timings_all,
         notes: vec![format!(
             "{} demo, {seeds} seed(s); folders {}/seed-N.",
-            if opts.quick { "quick" } else { "full" },
+            opts.size.name(),
             opts.out.display()
         )],
     };

@@ -51,4 +51,13 @@ fn quick_demo_runs_every_stage_writes_the_report_and_skips_finished_stages_on_re
     let log = String::from_utf8_lossy(&again.stderr);
     assert!(!log.contains("finished in"), "a stage ran again:\n{log}");
     assert!(log.contains("sft: done already"), "{log}");
+
+    // The default size refuses the quick demo's folder instead of taking its stages as its own.
+    let other = Command::new(env!("CARGO_BIN_EXE_factrl"))
+        .args(["demo", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!other.status.success());
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(err.contains("seed-0") && err.contains("`quick`") && err.contains("`default`"), "{err}");
 }

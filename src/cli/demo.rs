@@ -1,5 +1,6 @@
 //! `factrl demo`.
 
+use crate::demo::DemoSize;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -10,8 +11,11 @@ pub struct DemoArgs {
     #[arg(long, default_value = "runs/demo")]
     out: PathBuf,
     /// A tiny version of every stage (minutes; for CI and a first look).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "full")]
     quick: bool,
+    /// The shipped configs without the default's cuts (the full recipe, about 25 minutes a seed).
+    #[arg(long)]
+    full: bool,
     /// Run the pipeline for seeds 0..N and report mean and spread.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     seeds: u64,
@@ -23,8 +27,12 @@ pub struct DemoArgs {
 
 /// Runs `factrl demo`.
 pub fn run(a: DemoArgs) -> anyhow::Result<()> {
-    let opts =
-        crate::demo::DemoOptions { out: a.out, quick: a.quick, seeds: a.seeds, only_seed: a.only_seed };
+    let size = match (a.quick, a.full) {
+        (true, _) => DemoSize::Quick,
+        (_, true) => DemoSize::Full,
+        _ => DemoSize::Default,
+    };
+    let opts = crate::demo::DemoOptions { out: a.out, size, seeds: a.seeds, only_seed: a.only_seed };
     let md = crate::demo::run(&opts)?;
     println!("{md}");
     Ok(())
