@@ -285,8 +285,34 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
+/// Each seed's seconds over all stages (the time a one-seed demo of that seed took), `None`
+/// unless every stage of that seed has a time.
+fn seed_totals(timings: &[(String, Vec<Option<f64>>)]) -> Vec<Option<f64>> {
+    let seeds = timings.iter().map(|(_, t)| t.len()).max().unwrap_or(0);
+    (0..seeds).map(|s| timings.iter().map(|(_, t)| t.get(s).copied().flatten()).sum()).collect()
+}
+
+/// The demo's time claim (issue 8: within 15 minutes on 2 cores), checked on every seed's total;
+/// `None` without timings.
+pub fn time_claim(timings: &[(String, Vec<Option<f64>>)]) -> Option<String> {
+    let totals = seed_totals(timings);
+    if totals.is_empty() {
+        return None;
+    }
+    Some(match totals.iter().position(Option::is_none) {
+        Some(s) => format!(
+            "Every seed's stages finish within 15 minutes: not known (seed {s} has stages without a time)."
+        ),
+        None => {
+            let longest = totals.iter().flatten().fold(0.0, |a: f64, &b| a.max(b));
+            let verdict = if longest <= 900.0 { "holds" } else { "does NOT hold" };
+            format!("Every seed's stages finish within 15 minutes: {verdict} (longest seed {longest:.0} s).")
+        }
+    })
+}
+
 /// The time table's rows: each stage's seconds per seed ("-" where a seed has none), then the
-/// seeds' totals (the time a one-seed demo of that seed took; "-" unless every stage has a time).
+/// seeds' totals ("-" unless every stage has a time).
 fn time_rows(timings: &[(String, Vec<Option<f64>>)]) -> Vec<(String, Vec<String>)> {
     let seeds = timings.iter().map(|(_, t)| t.len()).max().unwrap_or(0);
     let cell = |t: Option<f64>| t.map_or("-".to_string(), |s| format!("{s:.0}"));
@@ -294,8 +320,7 @@ fn time_rows(timings: &[(String, Vec<Option<f64>>)]) -> Vec<(String, Vec<String>
         .iter()
         .map(|(stage, t)| (stage.clone(), (0..seeds).map(|s| cell(t.get(s).copied().flatten())).collect()))
         .collect();
-    let totals = (0..seeds).map(|s| cell(timings.iter().map(|(_, t)| t.get(s).copied().flatten()).sum()));
-    rows.push(("all stages".into(), totals.collect()));
+    rows.push(("all stages".into(), seed_totals(timings).into_iter().map(cell).collect()));
     rows
 }
 
@@ -317,7 +342,8 @@ pub fn write(out: &Path, report: &Report) -> Result<String, IoError> {
     io::write_json(&out.join("report.json"), &rows)?;
 
     let table = Table::new(&report.models);
-    let claims = claims(&report.models);
+    let mut claims = claims(&report.models);
+    claims.extend(time_claim(&report.timings));
     let mut md = String::from("# factrl demo report\n\n");
     md.push_str(
         "Models evaluated on the same held-out world benchmarks (mean ± standard deviation over seeds).\n\n",
@@ -423,6 +449,19 @@ mod tests {
     }
 
     #[test]
+    fn the_time_claim_checks_the_longest_seed() {
+        let t = |a: f64, b: f64| {
+            vec![("sft".to_string(), vec![Some(a), Some(b)]), ("ppo".into(), vec![Some(100.0); 2])]
+        };
+        assert_eq!(
+            time_claim(&t(700.0, 800.0)).unwrap(),
+            "Every seed's stages finish within 15 minutes: holds (longest seed 900 s)."
+        );
+        assert!(time_claim(&t(700.0, 801.0)).unwrap().contains("does NOT hold (longest seed 901 s)"));
+        assert_eq!(time_claim(&[]), None);
+    }
+
+    #[test]
     fn series_reads_nested_keys_and_skips_lines_without_them() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("metrics.jsonl");
@@ -455,6 +494,7 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| all stages | 15 | - |"), "{md}");
+        assert!(md.contains("within 15 minutes: not known (seed 1 has stages without a time)"), "{md}");
         let rows: Vec<Value> = io::read_json(&dir.path().join("report.json")).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0]["model"], "sft");
