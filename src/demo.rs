@@ -33,8 +33,7 @@ pub struct DemoOptions {
 }
 
 /// The demo's budget.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DemoSize {
     /// A tiny version of every stage, for CI and a first look.
     Quick,
@@ -75,7 +74,7 @@ pub enum DemoError {
         /// The seed folder.
         folder: String,
         /// The size that made it.
-        found: &'static str,
+        found: String,
         /// The size asked for.
         wanted: &'static str,
     },
@@ -192,19 +191,19 @@ fn budget(size: DemoSize, seed: u64) -> Budget {
 /// Marks a seed folder with the demo size that made it; refuses one made by another size, whose
 /// finished stages would otherwise be taken as this size's.
 fn check_size(root: &Path, size: DemoSize) -> Result<(), DemoError> {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Marker {
+        size: String,
+    }
     let path = root.join("demo.json");
     if !path.exists() {
-        return Ok(io::write_json(&path, &serde_json::json!({ "size": size }))?);
-    }
-    #[derive(serde::Deserialize)]
-    struct Marker {
-        size: DemoSize,
+        return Ok(io::write_json(&path, &Marker { size: size.name().into() })?);
     }
     let found = io::read_json::<Marker>(&path)?.size;
-    if found != size {
+    if found != size.name() {
         return Err(DemoError::SizeMismatch {
             folder: root.display().to_string(),
-            found: found.name(),
+            found,
             wanted: size.name(),
         });
     }
