@@ -10,28 +10,30 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
     /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    // The cause is a field of the message, not the error's `source()`: a chain printed with
+    // `{:#}` would repeat it.
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not the JSON we expect.
-    #[error("{path}{}: {source}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    #[error("{path}{}: {cause}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
     Json {
         /// The file.
         path: PathBuf,
         /// 1-based line for JSON Lines files.
         line: Option<usize>,
         /// The cause, with serde's field and column.
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 }
 
 /// Attaches the path to an `std::io::Error`.
 pub fn at(path: &Path) -> impl FnOnce(std::io::Error) -> IoError + '_ {
-    move |source| IoError::Io { path: path.to_path_buf(), source }
+    move |cause| IoError::Io { path: path.to_path_buf(), cause }
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a reader
@@ -53,10 +55,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
 
 /// Writes a value as pretty JSON, atomically.
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), IoError> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| IoError::Json {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|cause| IoError::Json {
         path: path.to_path_buf(),
         line: None,
-        source,
+        cause,
     })?;
     bytes.push(b'\n');
     write_atomic(path, &bytes)
@@ -66,10 +68,10 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), IoError> {
 pub fn write_jsonl<T: Serialize>(path: &Path, values: &[T]) -> Result<(), IoError> {
     let mut bytes = Vec::new();
     for v in values {
-        serde_json::to_writer(&mut bytes, v).map_err(|source| IoError::Json {
+        serde_json::to_writer(&mut bytes, v).map_err(|cause| IoError::Json {
             path: path.to_path_buf(),
             line: None,
-            source,
+            cause,
         })?;
         bytes.push(b'\n');
     }
@@ -79,10 +81,10 @@ pub fn write_jsonl<T: Serialize>(path: &Path, values: &[T]) -> Result<(), IoErro
 /// Reads a JSON file.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, IoError> {
     let bytes = fs::read(path).map_err(at(path))?;
-    serde_json::from_slice(&bytes).map_err(|source| IoError::Json {
+    serde_json::from_slice(&bytes).map_err(|cause| IoError::Json {
         path: path.to_path_buf(),
         line: None,
-        source,
+        cause,
     })
 }
 
@@ -93,10 +95,10 @@ pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, IoError> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|source| IoError::Json {
+            serde_json::from_str(l).map_err(|cause| IoError::Json {
                 path: path.to_path_buf(),
                 line: Some(i + 1),
-                source,
+                cause,
             })
         })
         .collect()
@@ -119,6 +121,9 @@ mod tests {
         let err = read_jsonl::<A>(&p).err().unwrap().to_string();
         assert!(err.contains("x.jsonl, line 3"), "{err}");
         assert!(err.contains("invalid type"), "{err}");
+        // The command line prints the whole chain: the cause once.
+        let chain = format!("{:#}", anyhow::Error::from(read_jsonl::<A>(&p).err().unwrap()));
+        assert_eq!(chain.matches("invalid type").count(), 1, "{chain}");
     }
 
     #[test]

@@ -98,12 +98,12 @@ pub enum ModelError {
 
 impl ModelError {
     /// An I/O error on `path`.
-    pub fn io(path: &Path, source: std::io::Error) -> Self {
-        ModelError::File(crate::io::IoError::Io { path: path.to_path_buf(), source })
+    pub fn io(path: &Path, cause: std::io::Error) -> Self {
+        ModelError::File(crate::io::IoError::Io { path: path.to_path_buf(), cause })
     }
 
     /// A JSON error in `path`.
-    pub fn json(path: &Path, source: serde_json::Error) -> Self {
-        ModelError::File(crate::io::IoError::Json { path: path.to_path_buf(), line: None, source })
+    pub fn json(path: &Path, cause: serde_json::Error) -> Self {
+        ModelError::File(crate::io::IoError::Json { path: path.to_path_buf(), line: None, cause })
     }
 }

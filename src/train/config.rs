@@ -8,12 +8,12 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Read {
         /// The file.
         path: String,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file or the merged result is not a valid config.
     #[error("{origin}: {message}")]
@@ -50,7 +50,7 @@ pub fn apply_overrides(table: &mut toml::Table, sets: &[String]) -> Result<(), C
 /// Reads a TOML config file, applies overrides and deserialises it.
 pub fn load<T: DeserializeOwned>(path: &Path, sets: &[String]) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        .map_err(|cause| ConfigError::Read { path: path.display().to_string(), cause })?;
     parse(&text, &path.display().to_string(), sets)
 }
 

@@ -113,10 +113,10 @@ pub struct MetricsLog {
 impl MetricsLog {
     /// Appends a record.
     pub fn log(&mut self, record: &impl Serialize) -> Result<(), IoError> {
-        let mut line = serde_json::to_vec(record).map_err(|source| IoError::Json {
+        let mut line = serde_json::to_vec(record).map_err(|cause| IoError::Json {
             path: self.path.clone(),
             line: None,
-            source,
+            cause,
         })?;
         line.push(b'\n');
         self.file.write_all(&line).and_then(|_| self.file.flush()).map_err(io::at(&self.path))
@@ -146,7 +146,7 @@ mod tests {
         run.save_checkpoint(|p| io::write_json(&p.join("state.json"), &json!({"step": 1}))).unwrap();
         let failed = run.save_checkpoint(|p| {
             io::write_json(&p.join("half.json"), &json!(1))?;
-            Err(IoError::Io { path: p.into(), source: std::io::Error::other("disk full") })
+            Err(IoError::Io { path: p.into(), cause: std::io::Error::other("disk full") })
         });
         assert!(failed.is_err());
         let state: serde_json::Value = io::read_json(&run.checkpoint().unwrap().join("state.json")).unwrap();

@@ -111,12 +111,12 @@ pub enum WorldError {
     #[error(transparent)]
     Io(#[from] IoError),
     /// An image could not be encoded.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Image {
         /// The image file.
         path: PathBuf,
         /// The cause.
-        source: image::ImageError,
+        cause: image::ImageError,
     },
 }
 
@@ -373,7 +373,7 @@ fn write_world(cfg: &WorldConfig, dir: &Path) -> Result<Stats, WorldError> {
         let img = render::render(&scenes[i], &fills, cfg.scene.size);
         let path = dir.join(&paths[i]);
         img.save_with_format(&path, image::ImageFormat::Png)
-            .map_err(|source| WorldError::Image { path, source })
+            .map_err(|cause| WorldError::Image { path, cause })
     })?;
 
     // 3. Texts. The hallucination probability is raised to make up for descriptions that cannot
