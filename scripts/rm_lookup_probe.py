@@ -15,7 +15,9 @@ that sentence is one of the facts (binary cross-entropy, added to the loss); its
 is printed too. `--kinds` limits the false claims to some kinds (train and held-out alike).
 `--lm N` first trains N steps of next-token prediction on the facts that follow the true
 description (the same layout): predicting a fact's cell or colour means finding its object in the
-description, the lookup the reward needs; its held-out next-token accuracy is printed.
+description, the lookup the reward needs; its held-out next-token accuracy is printed, and how
+often the facts' mean log-likelihood alone (no reward head) ranks the held-out true description
+above the false one.
 `--lm-coef C` instead adds C times that loss, on the facts after both responses, to the reward loss.
 
     python scripts/rm_lookup_probe.py WORLD after 1500 [--lr 1e-3] [--width 128 --depth 4 --ffn 352] [--rope] [--aux] [--kinds colour ...] [--lm 3000 | --lm-coef 1]
@@ -139,7 +141,7 @@ class RM(nn.Module):
         return s.heads(s.hidden(t), last)
 train = [s for s in scenes if s['split']=='train']; held = [s for s in scenes if s['split']=='eval']
 m = RM(tok.get_vocab_size(), args.width, args.depth, args.ffn); opt = torch.optim.AdamW(m.parameters(), lr=args.lr)
-rng = random.Random(0); vrng = random.Random(1); vt, vl, va, vk, _ = batch(held, 256, vrng); t0 = time.time()
+rng = random.Random(0); vrng = random.Random(1); vt, vl, va, vk, vfm = batch(held, 256, vrng); t0 = time.time()
 if args.lm:
     lrng = random.Random(2); lt, lmask = lm_batch(held, 256, random.Random(3))
     for step in range(1, args.lm + 1):
@@ -149,7 +151,11 @@ if args.lm:
         if step % 250 == 0:
             with torch.no_grad(): p = m.lm(m.hidden(lt))[:, :-1].argmax(-1)
             acc = (p[lmask[:, :-1]] == lt[:, 1:][lmask[:, :-1]]).float().mean().item()
-            print('lm', step, f'{time.time()-t0:.0f}s', 'loss', round(loss.item(), 3), f'held-out next-token acc {acc:.3f}', flush=True)
+            with torch.no_grad(): lp = m.lm(m.hidden(vt))[:, :-1].log_softmax(-1).gather(-1, vt[:, 1:, None])[..., 0]
+            fm = vfm[:, :-1]; ll = ((lp * fm).sum(1) / fm.sum(1)).view(-1, 2); right = (ll[:, 0] > ll[:, 1]).tolist()
+            print('lm', step, f'{time.time()-t0:.0f}s', 'loss', round(loss.item(), 3), f'held-out next-token acc {acc:.3f},',
+                  f'facts log-likelihood ranks {sum(right)/len(right):.3f} of the reward pairs (' + ', '.join(
+                  f'{k} {sum(r for r, q in zip(right, vk) if q == k)/vk.count(k):.2f}' for k in sorted(set(vk))) + ')', flush=True)
     opt = torch.optim.AdamW(m.parameters(), lr=args.lr)
 for step in range(1, args.steps+1):
     t, l, a, _, fm = batch(train, 32, rng)
