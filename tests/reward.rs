@@ -128,18 +128,52 @@ fn the_facts_next_token_loss_is_logged_and_falls() {
         jsonl(&tmp.path().join(dir).join("metrics.jsonl"))
     };
     // With the short grading prompt, which the saved model records for PPO and scoring.
-    let nll: Vec<f64> =
-        run("lm", &["--set", "prompt=short"]).iter().filter_map(|l| l.get("facts_nll")?.as_f64()).collect();
+    let nll: Vec<f64> = run("lm", &["--set", "prompt=short", "--set", "facts_likelihood=0.5"])
+        .iter()
+        .filter_map(|l| l.get("facts_nll")?.as_f64())
+        .collect();
     assert_eq!(nll.len(), 10, "{nll:?}");
     let (first, last) = (nll[..3].iter().sum::<f64>(), nll[7..].iter().sum::<f64>());
     assert!(last < 0.8 * first, "the captions' next-token loss should fall: {nll:?}");
     let info = std::fs::read_to_string(tmp.path().join("lm/final/reward.json")).unwrap();
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&info).unwrap()["prompt"], "short", "{info}");
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert!(info["prompt"] == "short" && info["facts_likelihood"] == 0.5, "{info}");
+    // Scoring reads the weight from reward.json: at weights 0, 0.5 and 1 the rewards step evenly.
+    let image = format!("{}/world/images/000000.png", tmp.path().display());
+    let line = json!({"image": image, "prompt": "<image>\nIs there a red circle in the image?",
+        "response": "Yes.", "captions": ["A red circle.", "There is one object."]});
+    let input = tmp.path().join("lm-in.jsonl");
+    std::fs::write(&input, line.to_string()).unwrap();
+    let score = |weight: f64| {
+        let dir = tmp.path().join(format!("lm-{weight}"));
+        std::fs::create_dir(&dir).unwrap();
+        for f in std::fs::read_dir(tmp.path().join("lm/final")).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+        }
+        let info = json!({"facts": true, "prompt": "short", "facts_likelihood": weight});
+        std::fs::write(dir.join("reward.json"), info.to_string()).unwrap();
+        let output = dir.join("out.jsonl");
+        factrl_ok(&[
+            "score",
+            "--reward-model",
+            dir.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ]);
+        jsonl(&output)[0]["reward"].as_f64().unwrap()
+    };
+    let (r0, r5, r1) = (score(0.0), score(0.5), score(1.0));
+    assert!(r1 < r5 && ((r1 - r0) - 2.0 * (r5 - r0)).abs() < 1e-3, "{r0} {r5} {r1}");
     // The standard reward model reads no captions: nothing to predict.
     assert!(run("plain", &["--no-facts"]).iter().all(|l| l.get("facts_nll").is_none()));
-    let out = factrl(&["train", "reward", "--config", c, "--set", "facts_lm_coef=-1.0"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("facts_lm_coef -1"), "{err}");
+    for bad in ["facts_lm_coef", "facts_likelihood"] {
+        let out = factrl(&["train", "reward", "--config", c, "--set", &format!("{bad}=-1.0")]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(&format!("{bad} -1")), "{err}");
+    }
     let out = factrl(&["train", "reward", "--config", c, "--set", "prompt=long"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("long") && err.contains("short"), "{err}");

@@ -28,6 +28,17 @@ pub enum ImageInput {
     Features(Tensor<3>),
 }
 
+impl ImageInput {
+    /// The same images all zeros: as many image tokens, showing nothing.
+    pub fn blank(&self) -> ImageInput {
+        match self {
+            ImageInput::None => ImageInput::None,
+            ImageInput::Pixels(p) => ImageInput::Pixels(p.zeros_like()),
+            ImageInput::Features(f) => ImageInput::Features(f.zeros_like()),
+        }
+    }
+}
+
 /// The LLaVA model; field names are the llava-hf checkpoint keys.
 #[derive(Module, Debug)]
 pub struct Llava {

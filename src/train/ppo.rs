@@ -421,7 +421,7 @@ fn rm_scores(
     rng: &mut ChaCha8Rng,
 ) -> Result<Vec<f32>, TrainError> {
     let rm = &frozen.rm;
-    let model = RewardModel { llava: rm.folder.model.clone(), head: rm.head.clone() };
+    let model = &rm.folder.model;
     let mut out = Vec::with_capacity(items.len());
     for chunk in items.chunks(16) {
         let mut seqs = Vec::with_capacity(chunk.len());
@@ -432,9 +432,8 @@ fn rm_scores(
             seqs.push(rm.encode(&rec.conversations, text, Some(&caps))?);
         }
         let rows: Vec<usize> = chunk.iter().map(|(p, _)| prompts[*p].image).collect();
-        let images =
-            frozen.rm_table().input(&rows, model.llava.config.vision.image_size, &model.llava.device());
-        out.extend(host(model.scores(&seqs, images)?)?);
+        let images = frozen.rm_table().input(&rows, model.config.vision.image_size, &model.device());
+        out.extend(rm.rewards(&seqs, images)?);
     }
     Ok(out)
 }

@@ -17,7 +17,7 @@ use super::config;
 use super::optim::{adamw, clip_global_norm};
 use super::run::RunDir;
 use super::schedule::warmup_cosine;
-use super::sft::{LossAverage, Part, epoch_batches, loss_weights, prepare};
+use super::sft::{Part, epoch_batches, prepare};
 use crate::backend::{inference_device, training_device};
 use crate::data::formats::{Role, Task, Turn};
 use crate::data::template::{GradingPrompt, reward_text_with_facts};
@@ -96,11 +96,18 @@ pub struct RewardConfig {
     pub patience: Option<usize>,
     /// Weight of the centring term `|mean(r_chosen + r_rejected)|` (LLaVA-RLHF: 1e-3).
     pub center_coef: f64,
-    /// Weight of an auxiliary next-token loss on the captions of the grading prompt (with facts;
-    /// 0: off). Predicting a caption means finding its object in the response: the lookup the
-    /// reward needs, taught densely rather than through one bit per pair.
+    /// Weight of an auxiliary next-token loss on the captions that follow the chosen responses,
+    /// the image blanked as for `facts_likelihood` (with facts; 0: off). Predicting a caption means finding its object in the response: the
+    /// lookup the reward needs, taught densely rather than through one bit per pair.
     #[serde(default)]
     pub facts_lm_coef: f64,
+    /// Weight, in the reward, of the summed log-probs of the captions' tokens given the text
+    /// before them, the image blanked (with facts; 0: the head alone, as LLaVA-RLHF). Facts that
+    /// follow from the response are likely and facts it contradicts are not, so this term checks
+    /// the response against the facts token by token, a check the head on the last token learns
+    /// only slowly.
+    #[serde(default)]
+    pub facts_likelihood: f64,
     /// Seed of initialisation, shuffling, the held-out split and caption order.
     pub seed: u64,
     /// Steps between metric lines.
@@ -398,16 +405,40 @@ pub struct RewardModel {
 }
 
 impl RewardModel {
-    /// Scores of sequences (ids with image tokens expanded), their images in row order.
+    /// Rewards of reward inputs (ids with image tokens expanded, and which of them are caption
+    /// tokens), their images in row order: the head on the last token plus `facts_likelihood`
+    /// times the summed log-probs of the caption tokens. Those log-probs are taken with the
+    /// images blanked: with the image, the model predicts the captions from it and from each
+    /// other rather than from the response. Each row's caption log-probs come back too when the
+    /// reward uses them or `with_facts_logp` asks.
     ///
     /// # Shapes
-    /// - -> `[b]`
-    pub fn scores(&self, seqs: &[Vec<u32>], images: ImageInput) -> Result<Tensor<1>, ModelError> {
-        Ok(self.scores_and_hidden(seqs, images)?.0)
+    /// - -> `[b]`, `[b]`
+    pub fn rewards(
+        &self,
+        inputs: &[MarkedIds],
+        images: ImageInput,
+        facts_likelihood: f64,
+        with_facts_logp: bool,
+    ) -> Result<(Tensor<1>, Option<Tensor<1>>), ModelError> {
+        let seqs: Vec<Vec<u32>> = inputs.iter().map(|(ids, _)| ids.clone()).collect();
+        let blank = (facts_likelihood != 0.0 || with_facts_logp).then(|| images.blank());
+        let (head, batch, _) = self.scores_and_hidden(&seqs, images)?;
+        let Some(blank) = blank.filter(|_| batch.len >= 2) else { return Ok((head, None)) };
+        let (_, batch, hidden) = self.scores_and_hidden(&seqs, blank)?;
+        let (b, t) = (batch.batch, batch.len);
+        let logp = self.llava.token_logprobs_of(&batch, hidden)?; // [b, t - 1]; column j scores token j + 1
+        let marks: Vec<f32> = inputs
+            .iter()
+            .flat_map(|(_, facts)| (1..t).map(move |j| if facts.get(j) == Some(&true) { 1.0 } else { 0.0 }))
+            .collect();
+        let marks = Tensor::<2>::from_data(TensorData::new(marks, [b, t - 1]), &logp.device());
+        let facts = logp.mul(marks).sum_dim(1).reshape([b]);
+        Ok((head + facts.clone().mul_scalar(facts_likelihood), Some(facts)))
     }
 
-    /// [`RewardModel::scores`], the padded batch and its final hidden states (for a loss on
-    /// other positions).
+    /// The head's scores, the padded batch and its final hidden states (for a loss on other
+    /// positions).
     ///
     /// # Shapes
     /// - -> `[b]`, `[b, t, d]`
@@ -423,8 +454,9 @@ impl RewardModel {
     }
 }
 
-/// How a reward model folder reads its input: whether its grading prompt lists captions, and
-/// which prompt it is (LLaVA-RLHF's when the file predates the choice).
+/// How a reward model folder reads its input: whether its grading prompt lists captions, which
+/// prompt it is (LLaVA-RLHF's when the file predates the choice), and the weight of the
+/// captions' log-probs in its reward (0, the head alone, when the file predates it).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct RewardInfo {
     /// Fact-augmented.
@@ -432,6 +464,9 @@ pub struct RewardInfo {
     /// The grading prompt.
     #[serde(default)]
     pub prompt: GradingPrompt,
+    /// [`RewardConfig::facts_likelihood`].
+    #[serde(default)]
+    pub facts_likelihood: f64,
 }
 
 /// A loaded reward model folder.
@@ -462,21 +497,27 @@ impl RewardFolder {
         })
     }
 
-    /// Token ids of the reward input for `response` (image placeholder expanded). With facts,
-    /// `captions` must be given (in the order to list them).
+    /// The reward input for `response` (image placeholder expanded). With facts, `captions` must
+    /// be given (in the order to list them).
     pub fn encode(
         &self,
         turns: &[Turn],
         response: &str,
         captions: Option<&[String]>,
-    ) -> Result<Vec<u32>, TrainError> {
+    ) -> Result<MarkedIds, TrainError> {
         let captions = captions.filter(|_| self.info.facts);
-        Ok(encode_marking_facts(&self.folder, self.info.prompt, turns, response, captions)?.0)
+        encode_marking_facts(&self.folder, self.info.prompt, turns, response, captions)
+    }
+
+    /// Rewards of inputs from [`RewardFolder::encode`], their images in row order.
+    pub fn rewards(&self, inputs: &[MarkedIds], images: ImageInput) -> Result<Vec<f32>, TrainError> {
+        let rm = RewardModel { llava: self.folder.model.clone(), head: self.head.clone() };
+        host(rm.rewards(inputs, images, self.info.facts_likelihood, false)?.0)
     }
 }
 
 /// Token ids of a reward input and which of them belong to the caption list.
-type MarkedIds = (Vec<u32>, Vec<bool>);
+pub type MarkedIds = (Vec<u32>, Vec<bool>);
 
 /// The reward input's token ids ([`crate::data::template::reward_text`], image placeholder
 /// expanded) and which of its tokens belong to the caption list (none without
@@ -537,42 +578,56 @@ fn pair_batch(
 }
 
 /// What a batch of pairs gives: the loss to minimise, each pair's margin, and the mean negative
-/// log-likelihood of the caption tokens when `facts_lm_coef` puts it in the loss.
+/// log-likelihood of the chosen responses' caption tokens when `facts_lm_coef` puts it in the
+/// loss.
 struct BatchLoss {
     loss: Tensor<1>,
     margins: Vec<f32>,
     facts_nll: Option<f32>,
 }
 
+/// The weights a batch's loss and rewards take from the config: centring, the captions'
+/// next-token loss, and the captions' log-probs in the reward.
+#[derive(Clone, Copy)]
+struct Coefs {
+    center: f64,
+    facts_lm: f64,
+    facts_likelihood: f64,
+}
+
+impl Coefs {
+    fn of(cfg: &RewardConfig) -> Coefs {
+        Coefs { center: cfg.center_coef, facts_lm: cfg.facts_lm_coef, facts_likelihood: cfg.facts_likelihood }
+    }
+}
+
 /// Loss and margins of a batch of pairs: Bradley-Terry with centring, plus `facts_lm` times the
-/// captions' next-token loss (over every caption token of both sequences) when it is above 0.
+/// next-token loss of the captions after the chosen responses (averaged over their tokens) when
+/// it is above 0.
 fn batch_loss(
     rm: &RewardModel,
     (folder, prompt): (&ModelFolder, GradingPrompt),
     table: &ImageTable,
     pairs: &[&PrefPair],
-    (center, facts_lm): (f64, f64),
+    coefs: Coefs,
     rng: &mut ChaCha8Rng,
 ) -> Result<BatchLoss, TrainError> {
     let (seqs, rows) = pair_batch(folder, prompt, pairs, rng)?;
     let b = pairs.len();
     let device = rm.llava.device();
     let images = table.input(&rows, rm.llava.config.vision.image_size, &device);
-    let (ids, facts): (Vec<Vec<u32>>, Vec<Vec<bool>>) = seqs.into_iter().unzip();
-    let (r, batch, hidden) = rm.scores_and_hidden(&ids, images)?; // r: [2b]
+    // Caption tokens of the chosen sequences (the first b), token 0 never being a target.
+    let tokens: usize = seqs[..b].iter().map(|(_, f)| f.iter().skip(1).filter(|&&x| x).count()).sum();
+    let lm = coefs.facts_lm > 0.0 && tokens > 0;
+    let (r, facts_logp) = rm.rewards(&seqs, images, coefs.facts_likelihood, lm)?; // r: [2b]
     let (chosen, rejected) = (r.clone().narrow(0, 0, b), r.narrow(0, b, b));
     let margins = host(chosen.clone() - rejected.clone())?;
-    let mut loss = bradley_terry_loss(chosen, rejected, center);
+    let mut loss = bradley_terry_loss(chosen, rejected, coefs.center);
     let mut facts_nll = None;
-    let targets: Vec<&[bool]> = facts.iter().map(Vec::as_slice).collect();
-    let (weights, tokens) =
-        if facts_lm > 0.0 { loss_weights(&targets, batch.len, LossAverage::Token) } else { (vec![], 0) };
-    if tokens > 0 {
-        let logp = rm.llava.token_logprobs_of(&batch, hidden)?; // [2b, t - 1]
-        let w = Tensor::<2>::from_data(TensorData::new(weights, [batch.batch, batch.len - 1]), &device);
-        let nll = logp.mul(w).sum().neg();
+    if let (true, Some(logp)) = (lm, facts_logp) {
+        let nll = logp.narrow(0, 0, b).sum().neg().div_scalar(tokens as f64);
         facts_nll = Some(nll.clone().into_scalar::<f32>());
-        loss = loss + nll.mul_scalar(facts_lm);
+        loss = loss + nll.mul_scalar(coefs.facts_lm);
     }
     Ok(BatchLoss { loss, margins, facts_nll })
 }
@@ -590,7 +645,8 @@ fn evaluate(
     let (mut loss, mut margins) = (0.0, Vec::with_capacity(pairs.len()));
     for chunk in pairs.chunks(cfg.batch_size.max(1)) {
         let refs: Vec<&PrefPair> = chunk.iter().collect();
-        let l = batch_loss(&rm, (folder, cfg.prompt), table, &refs, (cfg.center_coef, 0.0), &mut rng)?;
+        let coefs = Coefs { facts_lm: 0.0, ..Coefs::of(cfg) };
+        let l = batch_loss(&rm, (folder, cfg.prompt), table, &refs, coefs, &mut rng)?;
         loss += l.loss.into_scalar::<f32>() * chunk.len() as f32;
         margins.extend(l.margins);
     }
@@ -618,8 +674,10 @@ pub fn load_config(path: &Path, sets: &[String]) -> Result<RewardConfig, TrainEr
     if cfg.batch_size == 0 || cfg.epochs == 0 {
         return Err(TrainError::Setting("batch_size and epochs must be non-zero".into()));
     }
-    if cfg.facts_lm_coef.is_nan() || cfg.facts_lm_coef < 0.0 {
-        return Err(TrainError::Setting(format!("facts_lm_coef {} must be 0 or more", cfg.facts_lm_coef)));
+    for (name, c) in [("facts_lm_coef", cfg.facts_lm_coef), ("facts_likelihood", cfg.facts_likelihood)] {
+        if !(c.is_finite() && c >= 0.0) {
+            return Err(TrainError::Setting(format!("{name} {c} must be 0 or more")));
+        }
     }
     if !(0.0..1.0).contains(&cfg.val_fraction) {
         return Err(TrainError::Setting(format!("val_fraction {} is not in [0, 1)", cfg.val_fraction)));
@@ -642,7 +700,7 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
     let run = RunDir::open(&cfg.out, resume, &toml)?;
     let device: Device = training_device();
     device.seed(cfg.seed);
-    let info = RewardInfo { facts: cfg.facts, prompt: cfg.prompt };
+    let info = RewardInfo { facts: cfg.facts, prompt: cfg.prompt, facts_likelihood: cfg.facts_likelihood };
 
     // 1. Model and head: from the checkpoint, or the init folder (its head if it has one).
     let checkpoint = if resume { run.checkpoint() } else { None };
@@ -706,10 +764,9 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
         };
         let mut rng =
             ChaCha8Rng::seed_from_u64(cfg.seed ^ (step as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
-        // Without facts no token is a caption, so the caption loss adds nothing.
-        let coefs = (cfg.center_coef, cfg.facts_lm_coef);
+        // Without facts no token is a caption, so the caption terms add nothing.
         let BatchLoss { loss, margins, facts_nll } =
-            batch_loss(&rm, (&folder, cfg.prompt), &table, &batch, coefs, &mut rng)?;
+            batch_loss(&rm, (&folder, cfg.prompt), &table, &batch, Coefs::of(cfg), &mut rng)?;
         let value: f32 = loss.clone().into_scalar();
         if !value.is_finite() {
             return Err(TrainError::NonFinite { step, value, checkpoint: run.dir.join("checkpoint") });
@@ -829,8 +886,7 @@ pub fn score_file(rm_dir: &Path, input: &Path, output: &Path) -> Result<(), Trai
     let rf = RewardFolder::load(rm_dir, &device)?;
     let base = input.parent().unwrap_or(Path::new("."));
     let lines: Vec<ScoreLine> = io::read_jsonl(input)?;
-    let rm = RewardModel { llava: rf.folder.model.clone(), head: rf.head.clone() };
-    let side = rm.llava.config.vision.image_size;
+    let side = rf.folder.model.config.vision.image_size;
     let mut rows = Vec::with_capacity(lines.len());
     for (c, chunk) in lines.chunks(16).enumerate() {
         let (mut seqs, mut pixels) = (Vec::new(), Vec::new());
@@ -851,7 +907,7 @@ pub fn score_file(rm_dir: &Path, input: &Path, output: &Path) -> Result<(), Trai
             pixels.push(rf.folder.processor.process_file(&base.join(&l.image))?);
         }
         let images = ImageInput::Pixels(pixel_batch(pixels, side, side, &device));
-        rows.extend(host(rm.scores(&seqs, images)?)?.into_iter().map(|r| serde_json::json!({"reward": r})));
+        rows.extend(rf.rewards(&seqs, images)?.into_iter().map(|r| serde_json::json!({"reward": r})));
     }
     Ok(io::write_jsonl(output, &rows)?)
 }
@@ -866,6 +922,43 @@ mod tests {
         assert_eq!(old.prompt, GradingPrompt::LlavaRlhf);
         let short: RewardInfo = serde_json::from_str(r#"{"facts": false, "prompt": "short"}"#).unwrap();
         assert_eq!(short.prompt, GradingPrompt::Short);
+    }
+
+    #[test]
+    fn facts_likelihood_adds_the_captions_log_probs_without_the_image() {
+        use crate::model::LlavaConfig;
+        let device = inference_device();
+        let config = LlavaConfig::tiny(20);
+        let llava = Llava::init(&config, &device).unwrap();
+        let rm = RewardModel { llava, head: ScalarHead::init(config.text.hidden_size, false, &device) };
+        // Rows of different lengths: BOS, the image, text, and the last three tokens captions.
+        let row = |text: &[u32]| {
+            let mut ids = vec![1];
+            ids.extend(std::iter::repeat_n(config.image_token_id, config.image_features()));
+            ids.extend(text);
+            let marks = (0..ids.len()).map(|j| j + 3 >= ids.len()).collect();
+            (ids, marks)
+        };
+        let inputs = vec![row(&[3, 4, 5, 6, 7, 8, 9]), row(&[3, 10, 6, 7, 8])];
+        let side = config.vision.image_size;
+        let image = |v: f32| ImageInput::Pixels(Tensor::<4>::full([2, 3, side, side], v, &device));
+        let (head, none) = rm.rewards(&inputs, image(0.5), 0.0, false).unwrap();
+        assert!(none.is_none());
+        let (r, facts) = rm.rewards(&inputs, image(0.5), 2.0, false).unwrap();
+        let (head, r, facts) = (host(head).unwrap(), host(r).unwrap(), host(facts.unwrap()).unwrap());
+        // By hand: the log-probs of the caption tokens, the image all zeros.
+        let ids: Vec<Vec<u32>> = inputs.iter().map(|(ids, _)| ids.clone()).collect();
+        let batch = TextBatch::pad(&ids, 0, PaddingSide::Right);
+        let logp = host(rm.llava.token_logprobs(&batch, image(0.0)).unwrap()).unwrap();
+        for (i, (ids, _)) in inputs.iter().enumerate() {
+            let want: f32 = (ids.len() - 4..ids.len() - 1).map(|j| logp[i * (batch.len - 1) + j]).sum();
+            assert!((facts[i] - want).abs() < 1e-4, "row {i}: {} against {want}", facts[i]);
+            assert!((r[i] - (head[i] + 2.0 * want)).abs() < 1e-4, "row {i}");
+        }
+        // Another image moves the head, not the captions' term.
+        let (other, again) = rm.rewards(&inputs, image(-0.5), 0.0, true).unwrap();
+        assert!(host(other).unwrap().iter().zip(&head).any(|(a, b)| (a - b).abs() > 1e-6));
+        assert_eq!(host(again.unwrap()).unwrap(), facts);
     }
 
     #[test]
