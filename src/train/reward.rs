@@ -97,8 +97,9 @@ pub struct RewardConfig {
     /// Weight of the centring term `|mean(r_chosen + r_rejected)|` (LLaVA-RLHF: 1e-3).
     pub center_coef: f64,
     /// Weight of an auxiliary next-token loss on the captions that follow the chosen responses,
-    /// the image blanked as for `facts_likelihood` (with facts; 0: off). Predicting a caption means finding its object in the response: the
-    /// lookup the reward needs, taught densely rather than through one bit per pair.
+    /// the image blanked as for `facts_likelihood` (with facts; 0: off). Predicting a caption
+    /// means finding its object in the response: the lookup the reward needs, taught densely
+    /// rather than through one bit per pair.
     #[serde(default)]
     pub facts_lm_coef: f64,
     /// Weight, in the reward, of the summed log-probs of the captions' tokens given the text
@@ -643,9 +644,9 @@ fn evaluate(
     let rm = rm.valid();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(0xE7A1));
     let (mut loss, mut margins) = (0.0, Vec::with_capacity(pairs.len()));
+    let coefs = Coefs { facts_lm: 0.0, ..Coefs::of(cfg) };
     for chunk in pairs.chunks(cfg.batch_size.max(1)) {
         let refs: Vec<&PrefPair> = chunk.iter().collect();
-        let coefs = Coefs { facts_lm: 0.0, ..Coefs::of(cfg) };
         let l = batch_loss(&rm, (folder, cfg.prompt), table, &refs, coefs, &mut rng)?;
         loss += l.loss.into_scalar::<f32>() * chunk.len() as f32;
         margins.extend(l.margins);
