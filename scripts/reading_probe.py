@@ -5,12 +5,13 @@ chance", the reading item.)
 `build SEED OUT [--dense] [--init DIR]` turns a demo seed folder's preferences into an SFT run
 that predicts each pair's chosen response from the image's captions and the question, the image
 replaced by a flat grey one (so the captions are the only source): OUT/train.json (the pairs of
-nine images in ten), OUT/val.json, OUT/sft.toml (5 epochs at lr 2e-3, from SEED/sft/final unless
---init), and two `factrl score` inputs over the held-out images' pairs in which exactly one
+nine images in ten), OUT/val.json, OUT/sft.toml (--epochs, 5 unless given, at lr 2e-3, from SEED/sft/final
+unless --init), and two `factrl score` inputs over the held-out images' pairs in which exactly one
 response hallucinates: OUT/held.jsonl (captions, grey image: score it with the trained model) and
 OUT/held_image.jsonl (the image, no captions: score it with the SFT model, the baseline).
 `--dense` keeps only the last caption (the dense one, the true description); otherwise all of
-them, shuffled once per record.
+them, shuffled once per record. `--source sft` trains on the world's SFT records instead (true
+answers to every task, on images the preferences do not use), with the same held-out pairs.
 
 `rank OUT SCORES.jsonl` prints how often the clean response's summed log-prob is the higher, by
 task, for judged pairs and (apart) for injected ones.
@@ -73,12 +74,18 @@ def build(a):
         return int(os.path.basename(p['image'])[:6]) % 10 == 0
 
     train, rows, meta = [], [], []
+    if a.source == 'sft':
+        # The world's SFT records (other images than the preferences'), every turn kept.
+        for r in json.load(open(os.path.join(seed, 'world', 'sft.json'))):
+            turns = [dict(t) for t in r['conversations']]
+            turns[0]['value'] = prompt({'image': r['image'], 'conversations': turns})
+            train.append({'id': r['id'], 'image': 'grey.png', 'task': r.get('task'), 'conversations': turns})
     for p in prefs:
-        if not held(p):
+        if a.source == 'prefs' and not held(p):
             chosen = p['output_1'] if p['preference'] == 1 else p['output_2']
             train.append({'id': p['id'], 'image': 'grey.png', 'task': p.get('task'), 'conversations': [
                 {'from': 'human', 'value': prompt(p)}, {'from': 'gpt', 'value': chosen['value']}]})
-        elif p.get('hallucination') and p['hallucinated_1'] != p['hallucinated_2']:
+        elif held(p) and p.get('hallucination') and p['hallucinated_1'] != p['hallucinated_2']:
             clean, bad = (p['output_1'], p['output_2']) if p['hallucinated_2'] else (p['output_2'], p['output_1'])
             text = prompt(p)
             for r in (clean, bad):
@@ -108,7 +115,7 @@ grad_clip = 1.0
 loss_average = "token"
 batch_size = 16
 grad_accum = 1
-epochs = 5
+epochs = {a.epochs}
 seed = 0
 log_every = 10
 eval_every = 200
@@ -137,6 +144,8 @@ sub = ap.add_subparsers(dest='cmd', required=True)
 b = sub.add_parser('build')
 b.add_argument('seed'); b.add_argument('out')
 b.add_argument('--dense', action='store_true'); b.add_argument('--init')
+b.add_argument('--source', choices=['prefs', 'sft'], default='prefs')
+b.add_argument('--epochs', type=int, default=5)
 r = sub.add_parser('rank')
 r.add_argument('out'); r.add_argument('scores')
 args = ap.parse_args()
