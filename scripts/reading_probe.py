@@ -2,11 +2,11 @@
 """Can the decoder learn to read facts from its prompt? (README: "Why the reward models stay at
 chance", the reading item.)
 
-`build SEED OUT [--dense] [--init DIR]` turns a demo seed folder's preferences into an SFT run
-that predicts each pair's chosen response from the image's captions and the question, the image
-replaced by a flat grey one (so the captions are the only source): OUT/train.json (the pairs of
-nine images in ten), OUT/val.json, OUT/sft.toml (--epochs, 5 unless given, at lr 2e-3, from SEED/sft/final
-unless --init), and two `factrl score` inputs over the held-out images' pairs in which exactly one
+`build SEED OUT [--dense] [--init DIR] [--source prefs|sft] [--epochs N]` turns a demo seed
+folder's preferences into an SFT run that predicts each pair's chosen response from the image's
+captions and the question, the image replaced by a flat grey one (so the captions are the only
+source): OUT/train.json (the pairs of nine images in ten), OUT/val.json, OUT/sft.toml (N epochs,
+5 unless given, at lr 2e-3, from SEED/sft/final unless --init), and two `factrl score` inputs over the held-out images' pairs in which exactly one
 response hallucinates: OUT/held.jsonl (captions, grey image: score it with the trained model) and
 OUT/held_image.jsonl (the image, no captions: score it with the SFT model, the baseline).
 `--dense` keeps only the last caption (the dense one, the true description); otherwise all of
@@ -127,6 +127,9 @@ checkpoint_every = 200
 def rank(a):
     meta = json.load(open(os.path.join(a.out, 'pairs.json')))
     scores = [json.loads(line)['sum'] for line in open(a.scores)]
+    if len(scores) != 2 * len(meta):
+        raise SystemExit(f'{a.scores}: {len(scores)} lines, but {a.out}/pairs.json has {len(meta)} pairs '
+                         f'({2 * len(meta)} responses): score the held.jsonl (or held_image.jsonl) of that folder')
     for injected in (False, True):
         right, seen = collections.Counter(), collections.Counter()
         for i, m in enumerate(meta):
