@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Preference files whose records carry their own facts, with the right answer among them.
+
+LLaVA-RLHF adds ground-truth multiple-choice options to the reward model's captions. This script
+writes a copy of a demo seed's `prefs.json` in which every record has `captions` (which the reward
+trainer then reads instead of `image_to_caption.json`): the image's captions, and for a short
+question (every task but description) one more, "The correct answer is: {reference answer}".
+
+    python3 scripts/answer_facts.py SEED OUT [--six] [--inject K] [--words TEXT]
+
+SEED is a demo seed folder (`runs/demo9/seed-0`, with `prefs.json`, `candidates.json` and
+`world/`); OUT is written in SEED (its image paths are relative to that folder). By default only
+the dense caption (the true description) comes before the answer; `--six` keeps all six captions.
+`--inject K` also appends, for each short prompt of `candidates.json`, K built pairs: the reference
+answer against another short prompt's reference answer of the same task and form (yes/no, a
+letter, or the same first two words and word count), marked `"injected": true`. `--words`
+replaces "The correct answer is: " before the answer.
+
+Then, for example:
+
+    factrl train reward --config SEED/rm-facts/config.toml --set train=SEED/OUT \\
+        --set out=runs/x --set facts_likelihood=0.5 --set facts_lm_coef=1 --set lr=1e-3
+
+Standard library only. "correct" is not a word of the world's tokenizer: it reads as <unk>.
+"""
+
+import argparse
+import collections
+import json
+import os
+import random
+
+
+def reference(record):
+    return [t for t in record["conversations"] if t["from"] == "gpt"][-1]["value"]
+
+
+def form(answer):
+    if answer in ("Yes.", "No."):
+        return "yes/no"
+    if len(answer) == 2 and answer.endswith("."):
+        return "letter"
+    words = answer.split()
+    return f"{' '.join(words[:2])}/{len(words)}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("seed")
+    ap.add_argument("out")
+    ap.add_argument("--six", action="store_true", help="all six captions, not the dense one only")
+    ap.add_argument("--inject", type=int, default=0, help="built pairs per short prompt")
+    ap.add_argument("--words", default="The correct answer is: ", help="what precedes the answer")
+    a = ap.parse_args()
+
+    prefs = json.load(open(os.path.join(a.seed, "prefs.json")))
+    captions = json.load(open(os.path.join(a.seed, "world", "image_to_caption.json")))
+
+    def facts(record):
+        own = captions[os.path.relpath(record["image"], "world")]
+        out = list(own) if a.six else [own[-1]]
+        if record.get("task") != "description":
+            out.append(a.words + reference(record))
+        return out
+
+    for r in prefs:
+        r["captions"] = facts(r)
+
+    built = []
+    if a.inject:
+        rng = random.Random(0)
+        short = [c for c in json.load(open(os.path.join(a.seed, "candidates.json"))) if c["task"] != "description"]
+        pool = collections.defaultdict(set)
+        for c in short:
+            pool[(c["task"], form(reference(c)))].add(reference(c))
+        for c in short:
+            truth = reference(c)
+            others = sorted(pool[(c["task"], form(truth))] - {truth})
+            if not others:
+                continue
+            for k in range(a.inject):
+                wrong = rng.choice(others)
+                outputs = [{"from": "llava", "value": truth}, {"from": "llava", "value": wrong}]
+                preference = 1
+                if rng.random() < 0.5:
+                    outputs.reverse()
+                    preference = 2
+                built.append({
+                    "id": f"{c['id']}-inj{k}", "image": c["image"], "conversations": c["conversations"],
+                    "output_1": outputs[0], "output_2": outputs[1], "preference": preference,
+                    "hallucination": True, "hallucinated_1": preference == 2,
+                    "hallucinated_2": preference == 1, "captions": facts(c), "task": c["task"],
+                    "injected": True,
+                })
+    json.dump(prefs + built, open(os.path.join(a.seed, a.out), "w"))
+    print(f"{len(prefs)} records with facts, {len(built)} built pairs -> {os.path.join(a.seed, a.out)}")
+
+
+if __name__ == "__main__":
+    main()
