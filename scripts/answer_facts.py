@@ -6,10 +6,11 @@ writes a copy of a demo seed's `prefs.json` in which every record has `captions`
 trainer then reads instead of `image_to_caption.json`): the image's captions, and for a short
 question (every task but description) one more, "The correct answer is: {reference answer}".
 
-    python3 scripts/answer_facts.py SEED OUT [--six] [--inject K] [--words TEXT]
+    python3 scripts/answer_facts.py SEED OUT [--prefs FILE] [--six] [--inject K] [--words TEXT]
 
 SEED is a demo seed folder (`runs/demo9/seed-0`, with `prefs.json`, `candidates.json` and
-`world/`); OUT is written in SEED (its image paths are relative to that folder). By default only
+`world/`); OUT is written beside the preference file (SEED/prefs.json, or `--prefs FILE`, e.g.
+pairs collected on other prompts of the same world), whose image paths it keeps. By default only
 the dense caption (the true description) comes before the answer; `--six` keeps all six captions.
 `--inject K` also appends, for each short prompt of `candidates.json`, K built pairs: the reference
 answer against another short prompt's reference answer of the same task and form (yes/no, a
@@ -48,16 +49,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("seed")
     ap.add_argument("out")
+    ap.add_argument("--prefs", help="preference file (default SEED/prefs.json)")
     ap.add_argument("--six", action="store_true", help="all six captions, not the dense one only")
     ap.add_argument("--inject", type=int, default=0, help="built pairs per short prompt")
     ap.add_argument("--words", default="The correct answer is: ", help="what precedes the answer")
     a = ap.parse_args()
 
-    prefs = json.load(open(os.path.join(a.seed, "prefs.json")))
+    source = a.prefs or os.path.join(a.seed, "prefs.json")
+    prefs = json.load(open(source))
     captions = json.load(open(os.path.join(a.seed, "world", "image_to_caption.json")))
 
     def facts(record):
-        own = captions[os.path.relpath(record["image"], "world")]
+        own = captions["images/" + os.path.basename(record["image"])]
         out = list(own) if a.six else [own[-1]]
         if record.get("task") != "description":
             out.append(a.words + reference(record))
@@ -92,8 +95,11 @@ def main():
                     "hallucinated_2": preference == 1, "captions": facts(c), "task": c["task"],
                     "injected": True,
                 })
-    json.dump(prefs + built, open(os.path.join(a.seed, a.out), "w"))
-    print(f"{len(prefs)} records with facts, {len(built)} built pairs -> {os.path.join(a.seed, a.out)}")
+    out = os.path.join(os.path.dirname(source), a.out)
+    with open(out + ".tmp", "w") as f:  # renamed when complete: no half-written file under OUT
+        json.dump(prefs + built, f)
+    os.replace(out + ".tmp", out)
+    print(f"{len(prefs)} records with facts, {len(built)} built pairs -> {out}")
 
 
 if __name__ == "__main__":
