@@ -5,22 +5,29 @@ mod common;
 use common::{factrl, factrl_ok, jsonl, prefs, tiny_model, world};
 use std::path::{Path, PathBuf};
 
-/// A world, a tiny policy briefly fine-tuned on its instructions, a standard reward model trained
-/// on planted-hallucination pairs from it, and a short PPO config.
+/// A world, a tiny policy briefly fine-tuned on its instructions with the planted sentence
+/// appended to every other answer (so that it hallucinates, and PPO has something to remove), a
+/// standard reward model trained on planted-hallucination pairs from it, and a short PPO config.
 fn setup(tmp: &Path) -> PathBuf {
     let w = world(tmp, 500);
     let model = tiny_model(tmp, &w);
     let policy = tmp.join("sft/final");
+    let mut records: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(w.join("sft.json")).unwrap()).unwrap();
+    for r in records.iter_mut().step_by(2) {
+        let last = r["conversations"].as_array_mut().unwrap().last_mut().unwrap();
+        last["value"] = format!("{} {}", last["value"].as_str().unwrap(), common::PLANTED).into();
+    }
+    std::fs::write(w.join("sft_planted.json"), serde_json::to_string(&records).unwrap()).unwrap();
     let sft = tmp.join("sft.toml");
     std::fs::write(
         &sft,
         format!(
-            "out = \"{t}/sft\"\ntrain = \"{w}/sft.json\"\nval_records = 0\ninit = \"{m}\"\n\
+            "out = \"{t}/sft\"\ntrain = \"{t}/world/sft_planted.json\"\nval_records = 0\ninit = \"{m}\"\n\
              trainable = [\"projector\", \"decoder\"]\nlr = 3e-3\nmin_lr = 1e-3\nwarmup_steps = 5\nweight_decay = 0.0\n\
              grad_clip = 1.0\nbatch_size = 16\ngrad_accum = 1\nepochs = 1\nmax_steps = 60\nseed = 2\nlog_every = 20\n\
              eval_every = 1000\ncheckpoint_every = 1000\n",
             t = tmp.display(),
-            w = w.display(),
             m = model.display()
         ),
     )
@@ -105,8 +112,11 @@ fn ppo_raises_the_held_out_reward_with_bounded_kl_and_resumes_exactly() {
     assert_eq!(evals.len(), 4, "{lines:?}");
     let rm: Vec<f64> = lines.iter().filter_map(|l| l["rm_score"].as_f64()).collect();
     let kls: Vec<f64> = lines.iter().filter_map(|l| l["kl"].as_f64()).collect();
-    assert!(evals[3] > evals[0], "held-out RM score did not rise: {evals:?} {rm:?} {kls:?}");
     eprintln!("held-out RM scores {evals:?}, rollout RM scores {rm:?}, KL {kls:?}");
+    // Eight seeds here: the first ten rollouts score 4.3-4.6, the last ten 5.5-5.6.
+    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
+    assert!(mean(&rm[20..]) > mean(&rm[..10]) + 0.5, "rollout RM score did not rise: {rm:?}");
+    assert!(evals[3] > evals[0], "held-out RM score did not rise: {evals:?}");
     let iterations: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("kl").is_some()).collect();
     assert_eq!(iterations.len(), 30);
     for l in &iterations {
@@ -124,10 +134,10 @@ fn ppo_raises_the_held_out_reward_with_bounded_kl_and_resumes_exactly() {
         }
     }
     // One rollout of 16 samples is a noisy KL estimate: a CI machine's run (its floats differ from
-    // ours) spiked to 6.1 nats once at a mean of 1.6. A broken leash or clamp drifts far beyond.
-    let mean_kl = kls.iter().sum::<f64>() / kls.len() as f64;
+    // ours) once spiked to 6.1 nats at a mean of 1.6; eight seeds here give means 1.5-2.0, maxima
+    // 2.3-4.4. A broken leash or clamp drifts far beyond.
     let max_kl = kls.iter().copied().fold(f64::MIN, f64::max);
-    assert!(mean_kl < 3.0 && max_kl < 12.0, "KL over 24 tokens is not bounded: {kls:?}");
+    assert!(mean(&kls) < 4.0 && max_kl < 12.0, "KL over 24 tokens is not bounded: {kls:?}");
 
     // Halted after 2 iterations and resumed: the same policy as the uninterrupted run.
     let parts = format!("out={}/parts", tmp.path().display());
