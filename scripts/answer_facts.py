@@ -6,7 +6,8 @@ writes a copy of a demo seed's `prefs.json` in which every record has `captions`
 trainer then reads instead of `image_to_caption.json`): the image's captions, and for a short
 question (every task but description) one more, "The correct answer is: {reference answer}".
 
-    python3 scripts/answer_facts.py SEED OUT [--prefs FILE] [--six] [--inject K] [--words TEXT]
+    python3 scripts/answer_facts.py SEED OUT [--prefs FILE] [--six] [--answer-only] [--inject K]
+        [--copy K] [--words TEXT]
 
 SEED is a demo seed folder (`runs/demo9/seed-0`, with `prefs.json`, `candidates.json` and
 `world/`); OUT is written beside the preference file (SEED/prefs.json, or `--prefs FILE`, e.g.
@@ -14,8 +15,12 @@ pairs collected on other prompts of the same world), whose image paths it keeps.
 the dense caption (the true description) comes before the answer; `--six` keeps all six captions.
 `--inject K` also appends, for each short prompt of `candidates.json`, K built pairs: the reference
 answer against another short prompt's reference answer of the same task and form (yes/no, a
-letter, or the same first two words and word count), marked `"injected": true`. `--words`
-replaces "The correct answer is: " before the answer.
+letter, or the same first two words and word count), marked `"injected": true`. `--copy K`
+appends K copy pairs per short prompt instead: two answers drawn from that same pool, the first
+preferred and named by the answer fact, whatever the image shows (`"copy": true`, not counted as
+hallucination pairs). Only reading the response and the fact ranks them, so they teach the
+comparison the reward needs. `--answer-only` gives short questions the answer fact alone (no
+caption). `--words` replaces "The correct answer is: " before the answer.
 
 Then, for example:
 
@@ -52,6 +57,8 @@ def main():
     ap.add_argument("--prefs", help="preference file (default SEED/prefs.json)")
     ap.add_argument("--six", action="store_true", help="all six captions, not the dense one only")
     ap.add_argument("--inject", type=int, default=0, help="built pairs per short prompt")
+    ap.add_argument("--answer-only", action="store_true", help="short questions: the answer alone")
+    ap.add_argument("--copy", type=int, default=0, help="copy pairs per short prompt")
     ap.add_argument("--words", default="The correct answer is: ", help="what precedes the answer")
     a = ap.parse_args()
 
@@ -61,21 +68,21 @@ def main():
 
     def facts(record):
         own = captions["images/" + os.path.basename(record["image"])]
-        out = list(own) if a.six else [own[-1]]
-        if record.get("task") != "description":
-            out.append(a.words + reference(record))
-        return out
+        if record.get("task") == "description":
+            return list(own) if a.six else [own[-1]]
+        out = [] if a.answer_only else list(own) if a.six else [own[-1]]
+        return out + [a.words + reference(record)]
 
     for r in prefs:
         r["captions"] = facts(r)
 
     built = []
+    rng = random.Random(0)
+    short = [c for c in json.load(open(os.path.join(a.seed, "candidates.json"))) if c["task"] != "description"]
+    pool = collections.defaultdict(set)
+    for c in short:
+        pool[(c["task"], form(reference(c)))].add(reference(c))
     if a.inject:
-        rng = random.Random(0)
-        short = [c for c in json.load(open(os.path.join(a.seed, "candidates.json"))) if c["task"] != "description"]
-        pool = collections.defaultdict(set)
-        for c in short:
-            pool[(c["task"], form(reference(c)))].add(reference(c))
         for c in short:
             truth = reference(c)
             others = sorted(pool[(c["task"], form(truth))] - {truth})
@@ -95,6 +102,17 @@ def main():
                     "hallucinated_2": preference == 1, "captions": facts(c), "task": c["task"],
                     "injected": True,
                 })
+    for c in short:
+        answers = sorted(pool[(c["task"], form(reference(c)))])
+        for k in range(a.copy if len(answers) > 1 else 0):
+            said, other = rng.sample(answers, 2)
+            built.append({
+                "id": f"{c['id']}-copy{k}", "image": c["image"], "conversations": c["conversations"],
+                "output_1": {"from": "llava", "value": said}, "output_2": {"from": "llava", "value": other},
+                "preference": 1, "hallucination": False, "captions": facts(c)[:-1] + [a.words + said],
+                "task": c["task"],
+                "copy": True,
+            })
     out = os.path.join(os.path.dirname(source), a.out)
     with open(out + ".tmp", "w") as f:  # renamed when complete: no half-written file under OUT
         json.dump(prefs + built, f)
