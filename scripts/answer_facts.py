@@ -50,6 +50,15 @@ def form(answer):
     return f"{' '.join(words[:2])}/{len(words)}"
 
 
+def pair(prompt, tag, first, second, preference, **fields):
+    """A built preference record on a candidate prompt; `fields` follow in the order given."""
+    return {
+        "id": f"{prompt['id']}-{tag}", "image": prompt["image"], "conversations": prompt["conversations"],
+        "output_1": {"from": "llava", "value": first}, "output_2": {"from": "llava", "value": second},
+        "preference": preference, **fields,
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("seed")
@@ -90,29 +99,22 @@ def main():
                 continue
             for k in range(a.inject):
                 wrong = rng.choice(others)
-                outputs = [{"from": "llava", "value": truth}, {"from": "llava", "value": wrong}]
-                preference = 1
+                first, second, preference = truth, wrong, 1
                 if rng.random() < 0.5:
-                    outputs.reverse()
-                    preference = 2
-                built.append({
-                    "id": f"{c['id']}-inj{k}", "image": c["image"], "conversations": c["conversations"],
-                    "output_1": outputs[0], "output_2": outputs[1], "preference": preference,
-                    "hallucination": True, "hallucinated_1": preference == 2,
-                    "hallucinated_2": preference == 1, "captions": facts(c), "task": c["task"],
-                    "injected": True,
-                })
+                    first, second, preference = wrong, truth, 2
+                built.append(pair(
+                    c, f"inj{k}", first, second, preference, hallucination=True,
+                    hallucinated_1=preference == 2, hallucinated_2=preference == 1, captions=facts(c),
+                    task=c["task"], injected=True,
+                ))
     for c in short:
         answers = sorted(pool[(c["task"], form(reference(c)))])
         for k in range(a.copy if len(answers) > 1 else 0):
             said, other = rng.sample(answers, 2)
-            built.append({
-                "id": f"{c['id']}-copy{k}", "image": c["image"], "conversations": c["conversations"],
-                "output_1": {"from": "llava", "value": said}, "output_2": {"from": "llava", "value": other},
-                "preference": 1, "hallucination": False, "captions": facts(c)[:-1] + [a.words + said],
-                "task": c["task"],
-                "copy": True,
-            })
+            built.append(pair(
+                c, f"copy{k}", said, other, 1, hallucination=False,
+                captions=facts(c)[:-1] + [a.words + said], task=c["task"], copy=True,
+            ))
     out = os.path.join(os.path.dirname(source), a.out)
     with open(out + ".tmp", "w") as f:  # renamed when complete: no half-written file under OUT
         json.dump(prefs + built, f)

@@ -113,7 +113,7 @@ fn ppo_raises_the_held_out_reward_with_bounded_kl_and_resumes_exactly() {
     let rm: Vec<f64> = lines.iter().filter_map(|l| l["rm_score"].as_f64()).collect();
     let kls: Vec<f64> = lines.iter().filter_map(|l| l["kl"].as_f64()).collect();
     eprintln!("held-out RM scores {evals:?}, rollout RM scores {rm:?}, KL {kls:?}");
-    // Eight seeds here: the first ten rollouts score 4.3-4.6, the last ten 5.5-5.6.
+    // Eight runs here (seeds 0-3, beta 0.01 and 0.1): the first ten rollouts score 4.3-4.6, the last ten 5.5-5.6.
     let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
     assert!(mean(&rm[20..]) > mean(&rm[..10]) + 0.5, "rollout RM score did not rise: {rm:?}");
     assert!(evals[3] > evals[0], "held-out RM score did not rise: {evals:?}");
@@ -134,7 +134,7 @@ fn ppo_raises_the_held_out_reward_with_bounded_kl_and_resumes_exactly() {
         }
     }
     // One rollout of 16 samples is a noisy KL estimate: a CI machine's run (its floats differ from
-    // ours) once spiked to 6.1 nats at a mean of 1.6; eight seeds here give means 1.5-2.0, maxima
+    // ours) once spiked to 6.1 nats at a mean of 1.6; those eight runs give means 1.5-2.0, maxima
     // 2.3-4.4. A broken leash or clamp drifts far beyond.
     let max_kl = kls.iter().copied().fold(f64::MIN, f64::max);
     assert!(mean(&kls) < 4.0 && max_kl < 12.0, "KL over 24 tokens is not bounded: {kls:?}");
