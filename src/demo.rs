@@ -134,6 +134,8 @@ struct Budget {
     samples: usize,
     /// Built pairs per description prompt (`annotate auto --inject`).
     inject: usize,
+    /// Copy pairs per short question (`annotate auto --copy`).
+    copy: usize,
     eval: EvalOptions,
 }
 
@@ -148,6 +150,7 @@ fn budget(size: DemoSize, seed: u64) -> Budget {
         collect_limit: None,
         samples: 4,
         inject: 5,
+        copy: 6,
         eval: EvalOptions { limit: Some(600), batch: 64, max_new_tokens: 96 },
     };
     match size {
@@ -174,6 +177,7 @@ fn budget(size: DemoSize, seed: u64) -> Budget {
             collect_limit: Some(24),
             samples: 4,
             inject: 1,
+            copy: 1,
             eval: EvalOptions { limit: Some(24), batch: 32, max_new_tokens: 48 },
         },
         // Against the full recipe: pretraining 2 epochs of 4, the mix 1.5 of 2, the focus 3 of
@@ -322,12 +326,13 @@ fn run_seed(opts: &DemoOptions, seed: u64) -> Result<Vec<(String, EvalReport)>, 
     })?;
     let prefs = l.root.join("prefs.json");
     stage(&l.root, seed, "annotate", &prefs, || {
-        let opts = AutoOptions { noise: 0.0, seed, inject: b.inject };
+        let opts = AutoOptions { noise: 0.0, seed, inject: b.inject, copy: b.copy };
         let s = feedback::auto::annotate(&w, &candidates, &prefs, &opts)?;
         eprintln!(
-            "[demo seed {seed}] {} pairs ({} injected), {} ties dropped, {:.0}% of the judged decided on hallucination",
+            "[demo seed {seed}] {} pairs ({} injected, {} copy), {} ties dropped, {:.0}% of the judged decided on hallucination",
             s.pairs,
             s.injected,
+            s.copies,
             s.ties_dropped,
             100.0 * s.decided_on_hallucination
         );

@@ -1,6 +1,7 @@
 //! Preference collection as a user runs it: `factrl collect` on a tiny model, `factrl annotate auto`
 //! on a small world.
 
+use factrl::data::formats::Task;
 use factrl::feedback::auto::{self, AutoOptions};
 use factrl::feedback::{Candidate, Flag, Preference};
 use factrl::world::scene::Class;
@@ -218,8 +219,13 @@ fn auto_prefers_honesty_then_helpfulness_and_drops_ties() {
     // Noise flips a seeded share of the pairs, and nothing else.
     let noisy = tmp.path().join("prefs/noisy.json");
     let flip = |seed: u64| {
-        let s = auto::annotate(&world, &candidates, &noisy, &AutoOptions { noise: 0.4, seed, inject: 0 })
-            .unwrap();
+        let s = auto::annotate(
+            &world,
+            &candidates,
+            &noisy,
+            &AutoOptions { noise: 0.4, seed, ..Default::default() },
+        )
+        .unwrap();
         let p: Vec<Preference> = serde_json::from_slice(&std::fs::read(&noisy).unwrap()).unwrap();
         (s, p)
     };
@@ -267,6 +273,78 @@ fn auto_prefers_honesty_then_helpfulness_and_drops_ties() {
     let raw: Vec<Value> = serde_json::from_slice(&std::fs::read(&injected).unwrap()).unwrap();
     assert!(
         raw[0].get("injected").is_none() && raw[5]["injected"] == json!(true) && raw[5].get("pair").is_none()
+    );
+}
+
+#[test]
+fn copy_pairs_prefer_the_answer_the_facts_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = world_dir(tmp.path());
+    let mut prompts: Vec<Candidate> =
+        serde_json::from_slice(&std::fs::read(world.join("prefs_prompts.json")).unwrap()).unwrap();
+    prompts.truncate(80);
+    // Two identical responses: a tie, so every written pair is a copy pair.
+    for p in &mut prompts {
+        p.responses = vec![p.conversations[1].value.clone(); 2];
+    }
+    let candidates = world.join("candidates.json");
+    let output = tmp.path().join("prefs/copy.json");
+    let run = |prompts: &[Candidate]| {
+        std::fs::write(&candidates, serde_json::to_string(prompts).unwrap()).unwrap();
+        let args = ["annotate", "auto", "--world", s(&world), "--candidates", s(&candidates)];
+        factrl(&[&args[..], &["--output", s(&output), "--copy", "2"]].concat())
+    };
+    let r = run(&prompts);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let summary: Value = serde_json::from_slice(&r.stdout).unwrap();
+    let prefs: Vec<Preference> = serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
+    assert_eq!(
+        (summary["copies"].as_u64(), summary["pairs"].as_u64()),
+        (Some(prefs.len() as u64), Some(prefs.len() as u64))
+    );
+    let by_id = |id: &str| prompts.iter().find(|p| p.id == id).unwrap();
+    let references = |task| -> Vec<&str> {
+        prompts.iter().filter(|p| p.task == task).map(|p| p.conversations[1].value.as_str()).collect()
+    };
+    for p in &prefs {
+        let c = by_id(&p.id);
+        assert_ne!(c.task, Some(Task::Description), "{p:?}");
+        assert!(p.copy && !p.injected && !p.hallucination && p.pair.is_none(), "{p:?}");
+        assert!(p.flags_1.is_empty() && p.flags_2.is_empty());
+        let (said, other) = match p.preference {
+            1 => (&p.output_1.value, &p.output_2.value),
+            _ => (&p.output_2.value, &p.output_1.value),
+        };
+        // Two different answers to questions of the prompt's kind, of one form; the facts name
+        // the preferred one, whatever the image shows.
+        assert_ne!(said, other);
+        let pool = references(c.task);
+        assert!(pool.contains(&said.as_str()) && pool.contains(&other.as_str()), "{p:?}");
+        // One form: a one-word answer (yes / no, a letter), or the same first two words and length.
+        let words = |a: &str| {
+            let w: Vec<String> = a.split_whitespace().map(str::to_string).collect();
+            (if w.len() > 1 { w[..2].to_vec() } else { Vec::new() }, w.len())
+        };
+        assert_eq!(words(said), words(other));
+        assert_eq!(p.captions.as_deref(), Some(&[format!("The answer is: {said}")][..]));
+    }
+    // Each existence question (yes and no both among the answers) gets its two.
+    for e in prompts.iter().filter(|p| p.task == Some(Task::Existence)) {
+        assert_eq!(prefs.iter().filter(|p| p.id == e.id).count(), 2, "{}", e.id);
+    }
+    assert!(prefs.iter().any(|p| p.preference == 1) && prefs.iter().any(|p| p.preference == 2));
+    let written = std::fs::read(&output).unwrap();
+    assert!(run(&prompts).status.success() && std::fs::read(&output).unwrap() == written, "seeded");
+
+    // A short question without its answer fact cannot be rewritten: the record is named.
+    let k = prompts.iter().position(|p| p.task == Some(Task::Existence)).unwrap();
+    prompts[k].captions = None;
+    let r = run(&prompts);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        err.contains(&format!("record [{k}] (id {:?})", prompts[k].id)) && err.contains("answer fact"),
+        "{err}"
     );
 }
 

@@ -277,6 +277,7 @@ fn formats_round_trip_and_every_text_is_in_the_vocabulary() {
         for r in &recs {
             assert!(r.conversations[0].value.starts_with("<image>\n"), "{f}: {}", r.id);
             r.conversations.iter().for_each(|t| check_text(&t.value));
+            r.captions.iter().flatten().for_each(|t| check_text(t));
         }
     }
     let ppo: Vec<PpoPrompt> = round_trip(&dir.join("ppo_prompts.json"));
@@ -294,6 +295,18 @@ fn formats_round_trip_and_every_text_is_in_the_vocabulary() {
         assert_eq!(c.len(), 6);
         assert_eq!(c.iter().collect::<BTreeSet<_>>().len(), 6, "captions differ: {c:?}");
         c.iter().for_each(|t| check_text(t));
+    }
+    // The reward model's facts of a preference or PPO prompt: a description's is the true
+    // description (the image's dense caption), a short question's its right answer alone.
+    let prefs: Vec<Conversation> = round_trip(&dir.join("prefs_prompts.json"));
+    let prompts = prefs.iter().map(|p| (&p.image, p.task, &p.conversations, p.captions.clone().unwrap()));
+    let prompts = prompts.chain(ppo.iter().map(|p| (&p.image, p.task, &p.conversations, p.captions.clone())));
+    for (image, task, conv, facts) in prompts {
+        let want = match task {
+            Some(Task::Description) => caps[image].last().unwrap().clone(),
+            _ => format!("The answer is: {}", conv[1].value),
+        };
+        assert_eq!(facts, [want]);
     }
     let _: Vec<SceneRecord> = round_trip(&dir.join("scenes.json"));
     let _: world::WorldInfo = round_trip(&dir.join("world.json"));

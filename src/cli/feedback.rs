@@ -151,6 +151,12 @@ pub struct AutoArgs {
     /// them out).
     #[arg(long, default_value_t = 0, conflicts_with = "judge")]
     inject: usize,
+    /// Also write this many copy pairs per short question: two answers of one form, the one the
+    /// prompt's answer fact (rewritten to name it) names preferred, whatever the image shows
+    /// (marked `"copy": true`; the fact-augmented reward model learns to read its facts from them,
+    /// the standard one skips them, and none is held out).
+    #[arg(long, default_value_t = 0, conflicts_with = "judge")]
+    copy: usize,
 }
 
 /// Runs `factrl collect`.
@@ -193,11 +199,11 @@ pub fn annotate(cmd: AnnotateCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             let world = a.world.as_ref().context("--world or --judge is needed")?;
-            let opts = AutoOptions { noise: a.noise, seed: a.seed, inject: a.inject };
+            let opts = AutoOptions { noise: a.noise, seed: a.seed, inject: a.inject, copy: a.copy };
             let s = auto::annotate(world, &a.candidates, &a.output, &opts).with_context(context)?;
             eprintln!(
-                "{} pairs written ({} injected), {} exact ties dropped, {} flipped",
-                s.pairs, s.injected, s.ties_dropped, s.flipped
+                "{} pairs written ({} injected, {} copy), {} exact ties dropped, {} flipped",
+                s.pairs, s.injected, s.copies, s.ties_dropped, s.flipped
             );
             println!("{}", serde_json::to_string_pretty(&s)?);
             Ok(())

@@ -84,6 +84,10 @@ pub struct Conversation {
     /// What kind of question this is (factrl's extra field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<Task>,
+    /// The fact-augmented reward model's facts for this prompt (factrl's extra field; preference
+    /// prompts carry them, training records do not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captions: Option<Vec<String>>,
 }
 
 /// Which symbolic correctness check applies to a PPO prompt, numbered as LLaVA-RLHF's `AnswerType`.

@@ -8,6 +8,13 @@
 //! ([`language::describe_with_error`], as POVID builds dispreferred answers). Sampled pairs mostly
 //! differ in several claims at once, or both hallucinate; a pair that differs in one claim shows
 //! the reward model which claim decides.
+//!
+//! With `copy`, it writes for each short question (every task but description) that many copy
+//! pairs: two reference answers of other prompts of the same task and form (yes/no, a letter, or
+//! the same first two words and length), the preferred one named by the answer fact
+//! ([`language::answer_fact`]) that replaces the prompt's own, whatever the image shows. Only a
+//! reward model that compares the response with its facts ranks them, so they teach that
+//! comparison (README, "Copy pairs").
 
 use super::FeedbackError;
 use super::records::{Candidate, Flag, Preference, Verdict, folder_of, read_candidates, relative_to};
@@ -16,12 +23,12 @@ use crate::eval::judge::{self, Judgement};
 use crate::io;
 use crate::world::language;
 use crate::world::scene::Scene;
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 /// The annotator's name in `prefs.json`.
@@ -37,6 +44,8 @@ pub struct AutoOptions {
     /// Built pairs per description prompt: the true description against one with an injected
     /// hallucination.
     pub inject: usize,
+    /// Copy pairs per short question (see the [module docs](self)).
+    pub copy: usize,
 }
 
 /// What [`annotate`] wrote.
@@ -54,6 +63,8 @@ pub struct AutoSummary {
     pub decided_on_hallucination: f64,
     /// Injected pairs written (after the judged ones).
     pub injected: usize,
+    /// Copy pairs written (after the judged ones).
+    pub copies: usize,
 }
 
 /// The verdict on a pair from the two responses' judgements; `None` for an exact tie.
@@ -90,6 +101,7 @@ pub fn annotate(
         .map(|r| (world_abs.join(&r.image), r.scene))
         .collect();
     let records = read_candidates(candidates, 2)?;
+    let pool = answer_pool(&records);
     let (source, out_dir) = (folder_of(candidates), folder_of(output));
     std::fs::create_dir_all(out_dir).map_err(io::at(out_dir))?;
 
@@ -98,6 +110,7 @@ pub fn annotate(
     let mut built = Vec::new();
     let mut ties = 0;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ INJECT_STREAM);
+    let mut copy_rng = ChaCha8Rng::seed_from_u64(opts.seed ^ COPY_STREAM);
     for (n, c) in records.iter().enumerate() {
         let file = source.join(&c.image);
         let path = file.canonicalize().map_err(io::at(&file))?;
@@ -126,6 +139,15 @@ pub fn annotate(
                 built.extend((0..opts.inject).filter_map(|_| injected(c, &image, scene, &truth, &mut rng)));
             }
         }
+        if c.task != Some(Task::Description) && opts.copy > 0 {
+            let copies = copy_pairs(c, &image, &pool, opts.copy, &mut copy_rng).map_err(|problem| {
+                FeedbackError::Record {
+                    path: candidates.to_path_buf(),
+                    problem: format!("record [{n}] (id {:?}): {problem}", c.id),
+                }
+            })?;
+            built.extend(copies);
+        }
     }
 
     // 3. Label noise: flip a seeded random share of the decided pairs.
@@ -137,7 +159,8 @@ pub fn annotate(
     }
     let on_hallucination = prefs.iter().filter(|p| p.hallucination).count();
     let judged = prefs.len();
-    let injected = built.len();
+    let injected = built.iter().filter(|p| p.injected).count();
+    let copies = built.len() - injected;
     prefs.extend(built);
     io::write_json(output, &prefs)?;
     Ok(AutoSummary {
@@ -147,12 +170,15 @@ pub fn annotate(
         flipped,
         decided_on_hallucination: on_hallucination as f64 / judged.max(1) as f64,
         injected,
+        copies,
     })
 }
 
 /// Seeds the injections apart from the label noise, so adding them leaves the flipped pairs as
 /// they were.
 const INJECT_STREAM: u64 = 0x1b7e_c7ed;
+/// Seeds the copy pairs apart from both.
+const COPY_STREAM: u64 = 0xc0b1_e5ed;
 
 /// A built pair for description prompt `c`: the true description `truth` and a copy with one
 /// injected hallucination, in random order. `None` when the judge does not find the injected claim
@@ -174,4 +200,63 @@ fn injected(
         if first { ([truth, &wrong], 1, vec![], flags) } else { ([&wrong, truth], 2, flags, vec![]) };
     let v = Verdict { preference, hallucination: true, flags_1, flags_2 };
     Some(Preference::with_outputs(c, image.to_string(), outputs, None, v, SIMULATED))
+}
+
+/// The short prompts' reference answers by task and [`form`]: what copy pairs draw from.
+type AnswerPool = BTreeMap<(Option<&'static str>, String), BTreeSet<String>>;
+
+fn answer_pool(records: &[Candidate]) -> AnswerPool {
+    let mut pool = AnswerPool::new();
+    for c in records.iter().filter(|c| c.task != Some(Task::Description)) {
+        if let Some(a) = c.reference() {
+            pool.entry((c.task.map(Task::name), form(a))).or_default().insert(a.to_string());
+        }
+    }
+    pool
+}
+
+/// An answer's form: yes/no, a letter, or its first two words and its length in words ("It
+/// is/3"), so that the two answers of a copy pair differ in what they say, not in how.
+fn form(answer: &str) -> String {
+    let words: Vec<&str> = answer.split_whitespace().collect();
+    match answer {
+        "Yes." | "No." => "yes/no".into(),
+        _ if answer.len() == 2 && answer.ends_with('.') => "letter".into(),
+        _ => format!("{}/{}", words[..words.len().min(2)].join(" "), words.len()),
+    }
+}
+
+/// `k` copy pairs for short prompt `c`: two answers of its task and form from `pool`, in random
+/// order, the one its captions' answer fact now names preferred. None when the pool has no two
+/// such answers; an error when the prompt's captions lack its answer fact (a prompt file not
+/// written by `factrl world`).
+fn copy_pairs(
+    c: &Candidate,
+    image: &str,
+    pool: &AnswerPool,
+    k: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Preference>, String> {
+    let Some(truth) = c.reference() else { return Ok(Vec::new()) };
+    let answers: Vec<&String> = pool[&(c.task.map(Task::name), form(truth))].iter().collect();
+    if answers.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let fact = language::answer_fact(truth);
+    let captions = c.captions.clone().unwrap_or_default();
+    let at = captions.iter().position(|x| *x == fact).ok_or_else(|| {
+        format!("field `captions` lacks the answer fact {fact:?} that --copy replaces: {captions:?}")
+    })?;
+    let pair = |rng: &mut ChaCha8Rng| {
+        let two: Vec<&&String> = answers.choose_multiple(rng, 2).collect();
+        let (said, other) = (two[0].as_str(), two[1].as_str());
+        let mut facts = captions.clone();
+        facts[at] = language::answer_fact(said);
+        let (outputs, preference) =
+            if rng.random_bool(0.5) { ([said, other], 1) } else { ([other, said], 2) };
+        let v = Verdict { preference, hallucination: false, flags_1: vec![], flags_2: vec![] };
+        let p = Preference::with_outputs(c, image.to_string(), outputs, None, v, SIMULATED);
+        Preference { injected: false, copy: true, captions: Some(facts), ..p }
+    };
+    Ok((0..k).map(|_| pair(rng)).collect())
 }

@@ -39,6 +39,11 @@ impl Candidate {
         self.conversations.iter().rev().find(|t| t.from == Role::Human).map_or("", |t| t.value.as_str())
     }
 
+    /// The reference answer: a last gpt turn, if any.
+    pub fn reference(&self) -> Option<&str> {
+        self.conversations.last().filter(|t| t.from == Role::Gpt).map(|t| t.value.as_str())
+    }
+
     /// The conversation up to the question: without the reference answer (a last gpt turn).
     pub fn context(&self) -> &[Turn] {
         match self.conversations.split_last() {
@@ -166,6 +171,11 @@ pub struct Preference {
     /// held-out accuracy on them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub injected: bool,
+    /// Built, not judged: two answers of one form to a short question, the one its facts name
+    /// preferred whatever the image shows ([`auto`](super::auto)). Only a reward model that reads
+    /// the facts can learn from it; none is held out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copy: bool,
     /// Whether `output_1` hallucinates.
     pub hallucinated_1: bool,
     /// Whether `output_2` hallucinates.
@@ -231,6 +241,7 @@ impl Preference {
             hallucination: v.hallucination,
             pair,
             injected: pair.is_none(),
+            copy: false,
             hallucinated_1: !v.flags_1.is_empty(),
             hallucinated_2: !v.flags_2.is_empty(),
             flags_1: v.flags_1,

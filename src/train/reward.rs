@@ -161,6 +161,11 @@ pub struct PrefRecord {
     /// factrl: a built pair (`annotate auto --inject`), trained on but never held out.
     #[serde(default)]
     pub injected: bool,
+    /// factrl: a copy pair (`annotate auto --copy`), labelled by its facts rather than its image:
+    /// trained on with facts, never held out, skipped without facts (see
+    /// [`crate::feedback::auto`]).
+    #[serde(default)]
+    pub copy: bool,
 }
 
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -201,8 +206,9 @@ pub struct PrefPair {
     pub hallucination_pair: bool,
     /// What kind of question the prompt is, when the record says.
     pub task: Option<Task>,
-    /// Built rather than judged (see [`PrefRecord::injected`]).
-    pub injected: bool,
+    /// Built rather than judged ([`PrefRecord::injected`], [`PrefRecord::copy`]): trained on,
+    /// never held out.
+    pub built: bool,
 }
 
 /// Captions by image, from an `image_to_caption.json`.
@@ -232,7 +238,8 @@ impl CaptionIndex {
 }
 
 /// Reads a preference file as pairs. With `facts`, each pair carries captions: the record's own,
-/// else `captions`'. Images go into `images` (path -> table row).
+/// else `captions`'; without, copy pairs are left out (only their facts decide them). Images go
+/// into `images` (path -> table row).
 pub fn load_pairs(
     file: &Path,
     facts: bool,
@@ -242,7 +249,7 @@ pub fn load_pairs(
     let records: Vec<PrefRecord> = io::read_json(file)?;
     let base = file.parent().unwrap_or(Path::new("."));
     let mut out = Vec::with_capacity(records.len());
-    for (n, r) in records.into_iter().enumerate() {
+    for (n, r) in records.into_iter().enumerate().filter(|(_, r)| facts || !r.copy) {
         let err = |message: String| TrainError::Data {
             file: file.to_path_buf(),
             message: format!("record [{n}] (id {}): {message}", r.id),
@@ -279,7 +286,7 @@ pub fn load_pairs(
             image,
             hallucination_pair,
             task: r.task,
-            injected: r.injected,
+            built: r.injected || r.copy,
         });
     }
     Ok(out)
@@ -297,7 +304,7 @@ pub fn split_by_image(pairs: Vec<PrefPair>, fraction: f64, seed: u64) -> (Vec<Pr
 }
 
 /// The training and held-out pairs: `val` when given, else `fraction` of the images' pairs
-/// ([`split_by_image`]). Injected pairs are never held out: held-out accuracy measures agreement
+/// ([`split_by_image`]). Built pairs are never held out: held-out accuracy measures agreement
 /// with the annotators.
 pub fn train_and_val(
     all: Vec<PrefPair>,
@@ -309,7 +316,7 @@ pub fn train_and_val(
         Some(v) => (all, v),
         None => split_by_image(all, fraction, seed),
     };
-    (train, val.into_iter().filter(|p| !p.injected).collect())
+    (train, val.into_iter().filter(|p| !p.built).collect())
 }
 
 /// Bradley-Terry loss of reward pairs with LLaVA-RLHF's centring term:
@@ -986,7 +993,7 @@ mod tests {
             image,
             hallucination_pair,
             task,
-            injected: false,
+            built: false,
         }
     }
 
@@ -1026,6 +1033,32 @@ mod tests {
     }
 
     #[test]
+    fn copy_pairs_need_facts_and_are_built() {
+        // Three records: judged, injected, copy. With facts all three load, the last two built;
+        // without, the copy pair (decided by its facts alone) is left out.
+        let tmp = tempfile::tempdir().unwrap();
+        let record = |extra: serde_json::Value| {
+            let mut r = serde_json::json!({"id": "q", "image": "a.png", "preference": 1,
+                "conversations": [{"from": "human", "value": "<image>\nIs there a red circle?"}],
+                "output_1": {"value": "Yes."}, "output_2": {"value": "No."},
+                "captions": ["The answer is: Yes."]});
+            r.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            r
+        };
+        let records = [
+            record(serde_json::json!({})),
+            record(serde_json::json!({"injected": true})),
+            record(serde_json::json!({"copy": true})),
+        ];
+        let file = tmp.path().join("prefs.json");
+        std::fs::write(&file, serde_json::to_string(&records).unwrap()).unwrap();
+        let load = |facts| load_pairs(&file, facts, None, &mut BTreeMap::new()).unwrap();
+        assert_eq!(load(true).iter().map(|p| p.built).collect::<Vec<_>>(), [false, true, true]);
+        assert_eq!(load(false).iter().map(|p| p.built).collect::<Vec<_>>(), [false, true]);
+        assert!(load(false).iter().all(|p| p.captions.is_none()));
+    }
+
+    #[test]
     fn split_holds_out_whole_images() {
         let pairs: Vec<PrefPair> = (0..40).map(|i| pair(i % 10, false, None)).collect();
         let (train, val) = split_by_image(pairs, 0.2, 1);
@@ -1036,15 +1069,15 @@ mod tests {
     }
 
     #[test]
-    fn injected_pairs_only_train() {
-        // Half of each image's pairs injected: the same images are held out, their injected pairs gone.
+    fn built_pairs_only_train() {
+        // Half of each image's pairs built: the same images are held out, their built pairs gone.
         let pairs = || -> Vec<PrefPair> {
-            (0..40).map(|i| PrefPair { injected: (i / 10) % 2 == 1, ..pair(i % 10, false, None) }).collect()
+            (0..40).map(|i| PrefPair { built: (i / 10) % 2 == 1, ..pair(i % 10, false, None) }).collect()
         };
         let (train, val) = train_and_val(pairs(), None, 0.2, 1);
         let (_, all_val) = split_by_image(pairs(), 0.2, 1);
         assert_eq!((train.len(), val.len()), (32, 4));
-        assert!(val.iter().all(|p| !p.injected) && train.iter().filter(|p| p.injected).count() == 16);
+        assert!(val.iter().all(|p| !p.built) && train.iter().filter(|p| p.built).count() == 16);
         assert_eq!(
             val.iter().map(|p| p.image).collect::<BTreeSet<_>>(),
             all_val.iter().map(|p| p.image).collect()

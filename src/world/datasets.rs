@@ -39,6 +39,7 @@ fn record(id: String, image: &str, q: &str, a: &str, task: Task) -> Conversation
         image: image.to_string(),
         conversations: vec![first(q), Turn::gpt(a)],
         task: Some(task),
+        captions: None,
     }
 }
 
@@ -122,6 +123,7 @@ pub fn sft(
             image: image.into(),
             conversations: conv,
             task: Some(Task::MultiTurn),
+            captions: None,
         });
     }
     out
@@ -145,7 +147,8 @@ fn prompt_qa(scene: &Scene, dc: &DatasetConfig, lc: &lang::LanguageConfig, rng: 
 }
 
 /// A preference prompt: the question with a correct reference answer as the gpt turn (which sampled
-/// responses replace, as in LLaVA-Human-Preference-10K).
+/// responses replace, as in LLaVA-Human-Preference-10K), and the reward model's facts
+/// ([`lang::reward_facts`]).
 pub fn preference(
     id: &str,
     image: &str,
@@ -155,15 +158,18 @@ pub fn preference(
     rng: &mut impl Rng,
 ) -> Conversation {
     let qa = prompt_qa(scene, dc, lc, rng);
-    record(format!("{id}-pref"), image, &qa.question, &qa.answer, qa.task)
+    Conversation {
+        captions: Some(lang::reward_facts(scene, &qa)),
+        ..record(format!("{id}-pref"), image, &qa.question, &qa.answer, qa.task)
+    }
 }
 
-/// A PPO prompt with the image's captions, its symbolic check and its length-bonus multiplier.
+/// A PPO prompt with the reward model's facts ([`lang::reward_facts`]), its symbolic check and its
+/// length-bonus multiplier.
 pub fn ppo(
     id: &str,
     image: &str,
     scene: &Scene,
-    captions: Vec<String>,
     dc: &DatasetConfig,
     lc: &lang::LanguageConfig,
     rng: &mut impl Rng,
@@ -173,8 +179,8 @@ pub fn ppo(
     PpoPrompt {
         id: format!("{id}-ppo"),
         image: image.to_string(),
+        captions: lang::reward_facts(scene, &qa),
         conversations: vec![first(&qa.question), Turn::gpt(qa.answer)],
-        captions,
         caption_type: qa.check,
         length_bonus,
         task: Some(qa.task),

@@ -435,7 +435,26 @@ pub fn multiple_choice(scene: &Scene, rng: &mut impl Rng) -> Qa {
     }
 }
 
-/// The reward model's facts, in the words the responses use: five short, true, partial captions
+/// The fact-augmented reward model's facts for a prompt, in the words the responses use: for a
+/// description the true description (the image's dense caption), for a short question its right
+/// answer alone ([`answer_fact`]), as LLaVA-RLHF adds ground-truth options to the captions of
+/// multiple-choice prompts. Each fact then follows from a right response alone. A short question
+/// gets no caption: the dense caption's many "is in the ..." would make the answer "It is large."
+/// look supported whatever the object's size.
+pub fn reward_facts(scene: &Scene, qa: &Qa) -> Vec<String> {
+    match qa.task {
+        Task::Description => vec![describe(scene, None)],
+        _ => vec![answer_fact(&qa.answer)],
+    }
+}
+
+/// The fact that names a short question's right answer.
+pub fn answer_fact(answer: &str) -> String {
+    format!("The answer is: {answer}")
+}
+
+/// An image's captions (`image_to_caption.json`, the facts of records that carry none of their
+/// own), in the words the responses use: five short, true, partial captions
 /// that together name every object (as five COCO captions together name the main objects), and
 /// last a dense caption, the true description, that places each one. Only the dense caption lets
 /// a position or size claim be checked; it adds no draw from `rng`, so every other text of a

@@ -9,11 +9,11 @@
 //! | `scenes.json` | ground truth per image: objects (colour, shape, size, cell, centre, radius, pixel box), pairwise `left of` / `above` relations, split |
 //! | `world.json` | the configuration, the class list with frequencies, the partner table, the lexicon (synonyms, plurals), statistics |
 //! | `tokenizer.json` | Hugging Face tokenizer covering the world's language |
-//! | `image_to_caption.json` | five short true partial captions per image and a dense one, the true description (the reward model's facts) |
+//! | `image_to_caption.json` | five short true partial captions per image and a dense one, the true description |
 //! | `pretrain.json`, `pretrain_val.json` | caption records for feature alignment (LLaVA conversation JSON) |
 //! | `sft.json`, `sft_val.json` | instruction records: description, caption, existence, counting, attribute, relation, multiple choice, multi-turn |
-//! | `prefs_prompts.json` | prompts for preference collection, with reference answers |
-//! | `ppo_prompts.json` | PPO prompts with `captions`, `caption_type`, `length_bonus` |
+//! | `prefs_prompts.json` | prompts for preference collection, with reference answers and `captions`: the reward model's facts (`language::reward_facts`) |
+//! | `ppo_prompts.json` | PPO prompts with `captions` (the same facts), `caption_type`, `length_bonus` |
 //! | `eval.json` | held-out prompts with reference answers (descriptions for CHAIR, task questions) |
 //! | `pope_{random,popular,adversarial}.jsonl` | POPE questions on held-out images |
 //! | `mmhal.json` | MMHal-Bench-style questions on held-out images |
@@ -409,7 +409,7 @@ fn write_world(cfg: &WorldConfig, dir: &Path) -> Result<Stats, WorldError> {
                         .count();
                 }
                 Split::Pref => t.pref = Some(datasets::preference(id, image, s, dc, lc, rng)),
-                Split::Ppo => t.ppo = Some(datasets::ppo(id, image, s, t.captions.clone(), dc, lc, rng)),
+                Split::Ppo => t.ppo = Some(datasets::ppo(id, image, s, dc, lc, rng)),
                 Split::Eval => t.eval = datasets::eval(id, image, s, lc, rng),
             }
             t
