@@ -167,8 +167,12 @@ fn the_facts_next_token_loss_is_logged_and_falls() {
     };
     let (r0, r5, r1) = (score(0.0), score(0.5), score(1.0));
     assert!(r1 < r5 && ((r1 - r0) - 2.0 * (r5 - r0)).abs() < 1e-3, "{r0} {r5} {r1}");
-    // The standard reward model reads no captions: nothing to predict.
-    assert!(run("plain", &["--no-facts"]).iter().all(|l| l.get("facts_nll").is_none()));
+    // The standard reward model reads no captions: nothing to predict, no likelihood in its reward.
+    let plain = run("plain", &["--no-facts", "--set", "facts_likelihood=0.5"]);
+    assert!(plain.iter().all(|l| l.get("facts_nll").is_none()));
+    let info = std::fs::read_to_string(tmp.path().join("plain/final/reward.json")).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert!(info["facts"] == false && info["facts_likelihood"] == 0.0, "{info}");
     for bad in ["facts_lm_coef", "facts_likelihood"] {
         let out = factrl(&["train", "reward", "--config", c, "--set", &format!("{bad}=-1.0")]);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -232,7 +232,7 @@ pub fn train(cfg: &DpoConfig, resume: bool, halt_after: Option<usize>) -> Result
     let mut index = BTreeMap::new();
     let all = load_pairs(&cfg.train, false, None, &mut index)?;
     let val = cfg.val.as_ref().map(|v| load_pairs(v, false, None, &mut index)).transpose()?;
-    let (train, val) = train_and_val(all, val, cfg.val_fraction, cfg.seed);
+    let (train, val) = train_and_val(all, val, index.len(), cfg.val_fraction, cfg.seed);
     if train.is_empty() {
         return Err(TrainError::Data { file: cfg.train.clone(), message: "no training pairs".into() });
     }

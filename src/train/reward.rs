@@ -249,7 +249,15 @@ pub fn load_pairs(
     let records: Vec<PrefRecord> = io::read_json(file)?;
     let base = file.parent().unwrap_or(Path::new("."));
     let mut out = Vec::with_capacity(records.len());
-    for (n, r) in records.into_iter().enumerate().filter(|(_, r)| facts || !r.copy) {
+    for (n, r) in records.into_iter().enumerate() {
+        // Every record's image gets its row, a skipped copy pair's too, so the held-out split
+        // ([`split_by_image`]) is the same with facts and without.
+        let path = base.join(&r.image);
+        let next = images.len();
+        let image = *images.entry(path.clone()).or_insert(next);
+        if r.copy && !facts {
+            continue;
+        }
         let err = |message: String| TrainError::Data {
             file: file.to_path_buf(),
             message: format!("record [{n}] (id {}): {message}", r.id),
@@ -262,7 +270,6 @@ pub fn load_pairs(
         if r.conversations.first().is_none_or(|t| t.from != Role::Human) {
             return Err(err("conversations must start with a human turn".into()));
         }
-        let path = base.join(&r.image);
         let captions = match (facts, r.captions, captions) {
             (false, _, _) => None,
             (true, Some(c), _) => Some(c),
@@ -275,8 +282,6 @@ pub fn load_pairs(
             (Some(a), Some(b)) => a != b,
             _ => r.hallucination,
         };
-        let next = images.len();
-        let image = *images.entry(path).or_insert(next);
         out.push(PrefPair {
             id: r.id,
             turns: r.conversations,
@@ -292,10 +297,17 @@ pub fn load_pairs(
     Ok(out)
 }
 
-/// Splits pairs into training and held-out ones by image, `fraction` of the images held out
-/// (at least one when there are two or more), deterministically in `seed`.
-pub fn split_by_image(pairs: Vec<PrefPair>, fraction: f64, seed: u64) -> (Vec<PrefPair>, Vec<PrefPair>) {
-    let mut images: Vec<usize> = pairs.iter().map(|p| p.image).collect::<BTreeSet<_>>().into_iter().collect();
+/// Splits pairs into training and held-out ones by image, `fraction` of the `images` image rows
+/// (the file's images, [`load_pairs`]) held out (at least one when there are two or more),
+/// deterministically in `seed`. Drawn from the rows rather than the pairs' images, the split does
+/// not move when some pairs are left out.
+pub fn split_by_image(
+    pairs: Vec<PrefPair>,
+    images: usize,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<PrefPair>, Vec<PrefPair>) {
+    let mut images: Vec<usize> = (0..images).collect();
     images.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     let n = ((images.len() as f64 * fraction).round() as usize)
         .max(usize::from(fraction > 0.0 && images.len() > 1));
@@ -309,12 +321,13 @@ pub fn split_by_image(pairs: Vec<PrefPair>, fraction: f64, seed: u64) -> (Vec<Pr
 pub fn train_and_val(
     all: Vec<PrefPair>,
     val: Option<Vec<PrefPair>>,
+    images: usize,
     fraction: f64,
     seed: u64,
 ) -> (Vec<PrefPair>, Vec<PrefPair>) {
     let (train, val) = match val {
         Some(v) => (all, v),
-        None => split_by_image(all, fraction, seed),
+        None => split_by_image(all, images, fraction, seed),
     };
     (train, val.into_iter().filter(|p| !p.built).collect())
 }
@@ -604,8 +617,15 @@ struct Coefs {
 }
 
 impl Coefs {
+    /// The config's weights; the facts' two are 0 without facts, where no token is a caption and
+    /// the blanked pass would cost a forward pass for nothing.
     fn of(cfg: &RewardConfig) -> Coefs {
-        Coefs { center: cfg.center_coef, facts_lm: cfg.facts_lm_coef, facts_likelihood: cfg.facts_likelihood }
+        let facts = if cfg.facts { 1.0 } else { 0.0 };
+        Coefs {
+            center: cfg.center_coef,
+            facts_lm: facts * cfg.facts_lm_coef,
+            facts_likelihood: facts * cfg.facts_likelihood,
+        }
     }
 }
 
@@ -708,7 +728,8 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
     let run = RunDir::open(&cfg.out, resume, &toml)?;
     let device: Device = training_device();
     device.seed(cfg.seed);
-    let info = RewardInfo { facts: cfg.facts, prompt: cfg.prompt, facts_likelihood: cfg.facts_likelihood };
+    let coefs = Coefs::of(cfg);
+    let info = RewardInfo { facts: cfg.facts, prompt: cfg.prompt, facts_likelihood: coefs.facts_likelihood };
 
     // 1. Model and head: from the checkpoint, or the init folder (its head if it has one).
     let checkpoint = if resume { run.checkpoint() } else { None };
@@ -728,7 +749,7 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
     let all = load_pairs(&cfg.train, cfg.facts, captions.as_ref(), &mut index)?;
     let val =
         cfg.val.as_ref().map(|v| load_pairs(v, cfg.facts, captions.as_ref(), &mut index)).transpose()?;
-    let (train, val) = train_and_val(all, val, cfg.val_fraction, cfg.seed);
+    let (train, val) = train_and_val(all, val, index.len(), cfg.val_fraction, cfg.seed);
     if train.is_empty() {
         return Err(TrainError::Data { file: cfg.train.clone(), message: "no training pairs".into() });
     }
@@ -772,9 +793,8 @@ pub fn train(cfg: &RewardConfig, resume: bool, halt_after: Option<usize>) -> Res
         };
         let mut rng =
             ChaCha8Rng::seed_from_u64(cfg.seed ^ (step as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
-        // Without facts no token is a caption, so the caption terms add nothing.
         let BatchLoss { loss, margins, facts_nll } =
-            batch_loss(&rm, (&folder, cfg.prompt), &table, &batch, Coefs::of(cfg), &mut rng)?;
+            batch_loss(&rm, (&folder, cfg.prompt), &table, &batch, coefs, &mut rng)?;
         let value: f32 = loss.clone().into_scalar();
         if !value.is_finite() {
             return Err(TrainError::NonFinite { step, value, checkpoint: run.dir.join("checkpoint") });
@@ -1048,20 +1068,24 @@ mod tests {
         let records = [
             record(serde_json::json!({})),
             record(serde_json::json!({"injected": true})),
-            record(serde_json::json!({"copy": true})),
+            record(serde_json::json!({"copy": true, "image": "b.png"})),
         ];
         let file = tmp.path().join("prefs.json");
         std::fs::write(&file, serde_json::to_string(&records).unwrap()).unwrap();
-        let load = |facts| load_pairs(&file, facts, None, &mut BTreeMap::new()).unwrap();
-        assert_eq!(load(true).iter().map(|p| p.built).collect::<Vec<_>>(), [false, true, true]);
-        assert_eq!(load(false).iter().map(|p| p.built).collect::<Vec<_>>(), [false, true]);
-        assert!(load(false).iter().all(|p| p.captions.is_none()));
+        let load = |facts| {
+            let mut index = BTreeMap::new();
+            let pairs = load_pairs(&file, facts, None, &mut index).unwrap();
+            (pairs.iter().map(|p| (p.built, p.captions.is_some())).collect::<Vec<_>>(), index.len())
+        };
+        assert_eq!(load(true), (vec![(false, true), (true, true), (true, true)], 2));
+        // The copy pair's image keeps its row: the held-out split draws from the same rows.
+        assert_eq!(load(false), (vec![(false, false), (true, false)], 2));
     }
 
     #[test]
     fn split_holds_out_whole_images() {
         let pairs: Vec<PrefPair> = (0..40).map(|i| pair(i % 10, false, None)).collect();
-        let (train, val) = split_by_image(pairs, 0.2, 1);
+        let (train, val) = split_by_image(pairs, 10, 0.2, 1);
         assert_eq!((train.len(), val.len()), (32, 8));
         let held: BTreeSet<usize> = val.iter().map(|p| p.image).collect();
         assert_eq!(held.len(), 2);
@@ -1074,15 +1098,15 @@ mod tests {
         let pairs = || -> Vec<PrefPair> {
             (0..40).map(|i| PrefPair { built: (i / 10) % 2 == 1, ..pair(i % 10, false, None) }).collect()
         };
-        let (train, val) = train_and_val(pairs(), None, 0.2, 1);
-        let (_, all_val) = split_by_image(pairs(), 0.2, 1);
+        let (train, val) = train_and_val(pairs(), None, 10, 0.2, 1);
+        let (_, all_val) = split_by_image(pairs(), 10, 0.2, 1);
         assert_eq!((train.len(), val.len()), (32, 4));
         assert!(val.iter().all(|p| !p.built) && train.iter().filter(|p| p.built).count() == 16);
         assert_eq!(
             val.iter().map(|p| p.image).collect::<BTreeSet<_>>(),
             all_val.iter().map(|p| p.image).collect()
         );
-        let (train, val) = train_and_val(pairs(), Some(pairs()), 0.2, 1);
+        let (train, val) = train_and_val(pairs(), Some(pairs()), 10, 0.2, 1);
         assert_eq!((train.len(), val.len()), (40, 20));
     }
 }
