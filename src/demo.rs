@@ -439,6 +439,27 @@ fn curves(root: &Path) -> Result<Vec<Curve>, IoError> {
     Ok(out)
 }
 
+/// The report's line on a seed's reward models: held-out accuracy on hallucination pairs (issue
+/// 6's figure) and on all held-out pairs, with facts and without; none when a run held out nothing.
+fn reward_note(root: &Path, seed: u64) -> Result<Option<String>, IoError> {
+    let mut parts = Vec::new();
+    for (label, name) in [("with facts", "rm-facts"), ("standard", "rm-plain")] {
+        let path = root.join(name).join("final").join("eval.json");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let a: reward::Accuracy = io::read_json(&path)?;
+        parts.push(format!(
+            "{label} {:.3} of {} ({:.3} of all {})",
+            a.hallucination_accuracy, a.hallucination_pairs, a.accuracy, a.pairs
+        ));
+    }
+    Ok(Some(format!(
+        "Seed {seed}'s reward models, held-out accuracy on hallucination pairs (on all held-out pairs): {}.",
+        parts.join("; ")
+    )))
+}
+
 /// Runs the demo and writes the report; returns the report's markdown (with `only_seed`, a line
 /// saying where that seed's outputs are).
 pub fn run(opts: &DemoOptions) -> Result<String, DemoError> {
@@ -464,15 +485,11 @@ pub fn run(opts: &DemoOptions) -> Result<String, DemoError> {
             timings_all[i].1[seed as usize] = Some(secs);
         }
     }
-    let report = Report {
-        models,
-        curves: curves(&opts.out.join("seed-0"))?,
-        timings: timings_all,
-        notes: vec![format!(
-            "{} demo, {seeds} seed(s); folders {}/seed-N.",
-            opts.size.name(),
-            opts.out.display()
-        )],
-    };
+    let mut notes =
+        vec![format!("{} demo, {seeds} seed(s); folders {}/seed-N.", opts.size.name(), opts.out.display())];
+    for seed in 0..seeds {
+        notes.extend(reward_note(&opts.out.join(format!("seed-{seed}")), seed)?);
+    }
+    let report = Report { models, curves: curves(&opts.out.join("seed-0"))?, timings: timings_all, notes };
     Ok(report::write(&opts.out, &report)?)
 }

@@ -35,6 +35,8 @@ fn quick_demo_runs_every_stage_writes_the_report_and_skips_finished_stages_on_re
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| Fact-RLHF | 1 |") && md.contains("## Claims"), "{md}");
+    let rm = md.lines().find(|l| l.contains("Seed 0's reward models")).expect("a reward-model note");
+    assert!(rm.contains("with facts ") && rm.contains("; standard ") && rm.contains(" of all "), "{rm}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.matches("<svg").count() >= 4, "one plot per curve");
     for file in [

@@ -343,7 +343,7 @@ pub fn bradley_terry_loss(chosen: Tensor<1>, rejected: Tensor<1>, center: f64) -
 }
 
 /// Accuracy of some pairs, overall and on those where exactly one response hallucinates.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Accuracy {
     /// Pairs scored.
     pub pairs: usize,
