@@ -12,7 +12,8 @@ use crate::eval::run::{EvalOptions, EvalReport};
 use crate::feedback::{self, auto::AutoOptions, collect::CollectOptions};
 use crate::io::{self, IoError};
 use crate::report::{self, Curve, ModelResult, Report};
-use crate::train::{clip, config, ppo, reward, sft};
+use crate::train::config::{self, CLIP, PPO, PRETRAIN, REWARD, SFT, SFT_FOCUS, SFT_RETURN, Shipped};
+use crate::train::{clip, ppo, reward, sft};
 use crate::world::{self, WorldConfig};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
@@ -25,8 +26,8 @@ pub struct DemoOptions {
     pub out: PathBuf,
     /// The budget.
     pub size: DemoSize,
-    /// Seeds, 0..seeds.
-    pub seeds: u64,
+    /// Seeds, in report order.
+    pub seeds: Vec<u64>,
     /// Run only this seed's stages and write no report: several processes or machines can share
     /// the seeds of one `--out`, and a final run without it finds them done and reports.
     pub only_seed: Option<u64>,
@@ -82,23 +83,6 @@ pub enum DemoError {
     #[error(transparent)]
     Io(#[from] IoError),
 }
-
-/// A shipped stage config: its file name (for messages) and text; the demo sets its paths.
-struct Shipped {
-    file: &'static str,
-    text: &'static str,
-}
-
-const CLIP: Shipped = Shipped { file: "configs/clip.toml", text: include_str!("../configs/clip.toml") };
-const PRETRAIN: Shipped =
-    Shipped { file: "configs/pretrain.toml", text: include_str!("../configs/pretrain.toml") };
-const SFT: Shipped = Shipped { file: "configs/sft.toml", text: include_str!("../configs/sft.toml") };
-const SFT_FOCUS: Shipped =
-    Shipped { file: "configs/sft_focus.toml", text: include_str!("../configs/sft_focus.toml") };
-const SFT_RETURN: Shipped =
-    Shipped { file: "configs/sft_return.toml", text: include_str!("../configs/sft_return.toml") };
-const REWARD: Shipped = Shipped { file: "configs/reward.toml", text: include_str!("../configs/reward.toml") };
-const PPO: Shipped = Shipped { file: "configs/ppo.toml", text: include_str!("../configs/ppo.toml") };
 
 /// One seed's folder layout.
 struct Layout {
@@ -360,14 +344,25 @@ fn run_seed(opts: &DemoOptions, seed: u64) -> Result<Vec<(String, EvalReport)>, 
         })?;
     }
 
-    // Standard RLHF against the standard reward model, Fact-RLHF against the fact-augmented one.
-    for (name, rm) in [("rlhf", "rm-plain"), ("fact_rlhf", "rm-facts")] {
+    // Standard RLHF against the standard reward model, Fact-RLHF against the fact-augmented one,
+    // and the same RL against the world's exact judge: the bound on what a reward model could give.
+    // The world is every arm's diagnostic (the rollouts' hallucinations); only the oracle's reward.
+    for (name, rm) in [("rlhf", Some("rm-plain")), ("fact_rlhf", Some("rm-facts")), ("oracle_rl", None)] {
         stage(&l.root, seed, name, &l.model(name), || {
-            let sets = vec![
+            let mut sets = vec![
                 path_set("prompts", &w.join("ppo_prompts.json")),
                 path_set("policy", &l.model("sft")),
-                path_set("reward_model", &l.model(rm)),
+                path_set("world", &w),
             ];
+            // The symbolic correctness reads the truth: with the facts it is Fact-RLHF's (LLaVA-RLHF
+            // gives the ground-truth options to the fact-augmented reward); the oracle has it already.
+            match rm {
+                Some(rm) => sets.push(path_set("reward_model", &l.model(rm))),
+                None => sets.push("reward=\"oracle\"".into()),
+            }
+            if name != "fact_rlhf" {
+                sets.push("shaping.correctness_bonus=0".into());
+            }
             let (cfg, resume) = stage_config::<ppo::PpoConfig>(&PPO, &l.run(name), seed, sets, b.ppo)?;
             let s = ppo::train(&cfg, resume, None)?;
             if let (Some(a), Some(z)) = (s.eval_rm_score_first, s.eval_rm_score_last) {
@@ -382,6 +377,7 @@ fn run_seed(opts: &DemoOptions, seed: u64) -> Result<Vec<(String, EvalReport)>, 
         ("sft", l.model("sft")),
         ("rlhf", l.model("rlhf")),
         ("fact_rlhf", l.model("fact_rlhf")),
+        ("oracle_rl", l.model("oracle_rl")),
     ];
     let mut out = Vec::new();
     for (name, dir) in models {
@@ -467,10 +463,10 @@ pub fn run(opts: &DemoOptions) -> Result<String, DemoError> {
         run_seed(opts, seed)?;
         return Ok(format!("seed {seed} done in {}", opts.out.join(format!("seed-{seed}")).display()));
     }
-    let seeds = opts.seeds.max(1);
+    let seeds: &[u64] = if opts.seeds.is_empty() { &[0] } else { &opts.seeds };
     let mut models: Vec<ModelResult> = Vec::new();
     let mut timings_all: Vec<(String, Vec<Option<f64>>)> = Vec::new();
-    for seed in 0..seeds {
+    for (k, &seed) in seeds.iter().enumerate() {
         for (name, r) in run_seed(opts, seed)? {
             match models.iter_mut().find(|m| m.model == name) {
                 Some(m) => m.seeds.push(r),
@@ -479,17 +475,20 @@ pub fn run(opts: &DemoOptions) -> Result<String, DemoError> {
         }
         for (stage, secs) in timings(&opts.out.join(format!("seed-{seed}")))? {
             let i = timings_all.iter().position(|(s, _)| *s == stage).unwrap_or_else(|| {
-                timings_all.push((stage, vec![None; seeds as usize]));
+                timings_all.push((stage, vec![None; seeds.len()]));
                 timings_all.len() - 1
             });
-            timings_all[i].1[seed as usize] = Some(secs);
+            timings_all[i].1[k] = Some(secs);
         }
     }
+    let names = seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
     let mut notes =
-        vec![format!("{} demo, {seeds} seed(s); folders {}/seed-N.", opts.size.name(), opts.out.display())];
-    for seed in 0..seeds {
+        vec![format!("{} demo, seed(s) {names}; folders {}/seed-N.", opts.size.name(), opts.out.display())];
+    for &seed in seeds {
         notes.extend(reward_note(&opts.out.join(format!("seed-{seed}")), seed)?);
     }
-    let report = Report { models, curves: curves(&opts.out.join("seed-0"))?, timings: timings_all, notes };
+    let first = opts.out.join(format!("seed-{}", seeds[0]));
+    let report =
+        Report { models, curves: curves(&first)?, timings: timings_all, notes, seeds: seeds.to_vec() };
     Ok(report::write(&opts.out, &report)?)
 }

@@ -93,6 +93,19 @@ fn wrong_shape_is_named_with_its_file() {
 }
 
 #[test]
+fn a_weight_that_is_not_a_number_is_named() {
+    for bad in [f32::NAN, f32::INFINITY] {
+        let (dir, mut tensors) = saved();
+        let entry = tensors.iter_mut().find(|(k, _, _)| k == "multi_modal_projector.linear_1.bias").unwrap();
+        entry.2[8..12].copy_from_slice(&bad.to_le_bytes());
+        rewrite(dir.path(), &tensors);
+        let err = load_error(dir.path()).to_string();
+        assert!(err.contains("multi_modal_projector.linear_1.bias") && err.contains("not finite"), "{err}");
+        assert!(err.contains("index 2"), "{err}");
+    }
+}
+
+#[test]
 fn unknown_layout_is_named() {
     let (dir, mut tensors) = saved();
     for t in tensors.iter_mut().filter(|(k, _, _)| k.starts_with("language_model.model.")) {

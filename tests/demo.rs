@@ -22,7 +22,7 @@ fn quick_demo_runs_every_stage_writes_the_report_and_skips_finished_stages_on_re
     let rows: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let models: Vec<&str> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
-    assert_eq!(models, ["base", "sft", "rlhf", "fact_rlhf"]);
+    assert_eq!(models, ["base", "sft", "rlhf", "fact_rlhf", "oracle_rl"]);
     for r in &rows {
         for setting in ["random", "popular", "adversarial"] {
             for key in ["accuracy", "precision", "recall", "f1", "yes_ratio", "tp", "fp", "tn", "fn"] {
@@ -35,10 +35,28 @@ fn quick_demo_runs_every_stage_writes_the_report_and_skips_finished_stages_on_re
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| Fact-RLHF | 1 |") && md.contains("## Claims"), "{md}");
+    // The oracle arm is a row marked as a bound, and the claims say what it shows.
+    assert!(
+        md.contains("| Oracle-RL (upper bound) | 1 |")
+            && md.contains("Bound: RL against the world's exact judge"),
+        "{md}"
+    );
     let rm = md.lines().find(|l| l.contains("Seed 0's reward models")).expect("a reward-model note");
     assert!(rm.contains("with facts ") && rm.contains("; standard ") && rm.contains(" of all "), "{rm}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(html.matches("<svg").count() >= 4, "one plot per curve");
+    assert!(html.matches("<svg").count() >= 5, "one plot per curve and the bar chart");
+    assert!(html.contains("hallucination and recall by model"), "the bar chart");
+    // Every RL arm logs the world judge's view of its rollouts (a diagnostic, never its reward).
+    let line = std::fs::read_to_string(out.join("seed-0/fact_rlhf/metrics.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
+    for key in [
+        "/world/chair_i",
+        "/world/object_recall",
+        "/by_task/description/hallucination_rate",
+        "/seconds/update",
+    ] {
+        assert!(last.pointer(key).is_some_and(Value::is_number), "{key} in {last}");
+    }
     for file in [
         "candidates.json",
         "prefs.json",

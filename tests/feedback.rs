@@ -127,6 +127,20 @@ fn collect_refuses_bad_prompts_and_settings() {
     assert!(err.contains("prompts.json: record [0].conversations[0].from: unknown variant `robot`"), "{err}");
     assert!(err.contains("line 2"), "{err}");
     assert!(!out.exists(), "nothing written");
+    // Two records with one id would mix in every file keyed by id: the second is named.
+    let turn = "\"conversations\": [{\"from\": \"human\", \"value\": \"<image>\\nhi\"}]";
+    let twice = format!(
+        "[{{\"id\": \"x\", \"image\": \"img/a.png\", {turn}}},\n {{\"id\": \"x\", \"image\": \"img/a.png\", {turn}}}]"
+    );
+    std::fs::write(&prompts, twice).unwrap();
+    let r = factrl(&base);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains("record [1]") && err.contains("already used by record [0]"),
+        "{err}"
+    );
+    assert!(err.contains("line 2"), "{err}");
+    assert!(!out.exists(), "nothing written");
 }
 
 /// A small world, and the first prompts of each task with their scenes.

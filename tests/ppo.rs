@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 /// A world, a tiny policy briefly fine-tuned on its instructions with the planted sentence
 /// appended to every other answer (so that it hallucinates, and PPO has something to remove), a
-/// standard reward model trained on planted-hallucination pairs from it, and a short PPO config.
-fn setup(tmp: &Path) -> PathBuf {
+/// standard reward model trained on planted-hallucination pairs from it, and a short config from
+/// the shipped `configs/{shipped}.toml`.
+fn setup(tmp: &Path, shipped: &str) -> PathBuf {
     let w = world(tmp, 500);
     let model = tiny_model(tmp, &w);
     let policy = tmp.join("sft/final");
@@ -51,7 +52,8 @@ fn setup(tmp: &Path) -> PathBuf {
     factrl_ok(&["train", "reward", "--config", reward.to_str().unwrap()]);
     let rm = tmp.join("rm/final");
     let config = tmp.join("ppo.toml");
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/ppo.toml"))
+    let file = format!("configs/{shipped}.toml");
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
         .unwrap()
         .lines()
         .filter(|l| {
@@ -60,6 +62,7 @@ fn setup(tmp: &Path) -> PathBuf {
                 "prompts =",
                 "policy =",
                 "reward_model =",
+                "world =",
                 "val_prompts =",
                 "max_new_tokens =",
                 "rollout_batch =",
@@ -87,7 +90,7 @@ fn setup(tmp: &Path) -> PathBuf {
     std::fs::write(
         &config,
         format!(
-            "out = \"{t}/ppo\"\nprompts = \"{w}/ppo_prompts.json\"\npolicy = \"{p}\"\nreward_model = \"{r}\"\n\
+            "out = \"{t}/ppo\"\nprompts = \"{w}/ppo_prompts.json\"\npolicy = \"{p}\"\nreward_model = \"{r}\"\nworld = \"{w}\"\n\
              val_prompts = 8\nmax_new_tokens = 24\nrollout_batch = 16\ngeneration_batch = 16\nminibatch = 8\n\
              iterations = 30\nlr = 1e-3\nmin_lr = 1e-3\nwarmup_steps = 0\neval_every = 10\ncheckpoint_every = 2\n\
              {top}[shaping]\nbeta = 0.01\nreward_scale = 1.0\nreward_clip = 0.0\nlength_penalty = 0.0\ncorrectness_bonus = 0.0\n{shaping}\n",
@@ -104,7 +107,7 @@ fn setup(tmp: &Path) -> PathBuf {
 #[test]
 fn ppo_raises_the_held_out_reward_with_bounded_kl_and_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = setup(tmp.path());
+    let config = setup(tmp.path(), "ppo_llava_rlhf");
     let c = config.to_str().unwrap();
     factrl_ok(&["train", "ppo", "--config", c]);
     let lines = jsonl(&tmp.path().join("ppo/metrics.jsonl"));
@@ -122,14 +125,23 @@ fn ppo_raises_the_held_out_reward_with_bounded_kl_and_resumes_exactly() {
     for l in &iterations {
         for key in [
             "rm_score",
-            "shaped_reward",
+            "kl_penalty",
+            "kl_max",
+            "approx_kl",
             "entropy",
             "clip_fraction",
             "value_loss",
             "explained_variance",
             "response_length",
             "no_eos_rate",
+            "world/chair_i",
+            "world/object_recall",
+            "by_task/description/score",
         ] {
+            let v = l.pointer(&format!("/{key}"));
+            assert!(v.and_then(|v| v.as_f64()).is_some_and(f64::is_finite), "{key} in {l}");
+        }
+        for key in ["rm_score", "entropy"] {
             assert!(l[key].as_f64().is_some_and(f64::is_finite), "{key} in {l}");
         }
     }
@@ -160,9 +172,63 @@ fn ppo_raises_the_held_out_reward_with_bounded_kl_and_resumes_exactly() {
 #[test]
 fn ppo_refuses_a_model_that_is_not_a_reward_model() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = setup(tmp.path());
+    let config = setup(tmp.path(), "ppo_llava_rlhf");
     let policy = format!("reward_model={}/sft/final", tmp.path().display());
     let out = factrl(&["train", "ppo", "--config", config.to_str().unwrap(), "--set", &policy]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("not a reward model folder"), "{err}");
+}
+
+#[test]
+fn group_baselines_raise_the_reward_and_the_oracle_removes_the_planted_hallucination() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path(), "ppo");
+    let c = config.to_str().unwrap();
+    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
+    let series = |dir: &str, key: &str| -> Vec<f64> {
+        jsonl(&tmp.path().join(dir).join("metrics.jsonl"))
+            .iter()
+            .filter(|l| l.get("kl").is_some())
+            .filter_map(|l| l.pointer(key).and_then(|v| v.as_f64()))
+            .collect()
+    };
+    for estimator in ["grpo", "rloo"] {
+        let (out, adv) =
+            (format!("out={}/{estimator}", tmp.path().display()), format!("advantage={estimator}"));
+        factrl_ok(&["train", "ppo", "--config", c, "--set", &out, "--set", &adv, "--set", "iterations=20"]);
+        let rm = series(estimator, "/rm_score");
+        eprintln!("{estimator}: rollout RM scores {rm:?}");
+        assert_eq!(rm.len(), 20);
+        assert!(mean(&rm[12..]) > mean(&rm[..6]) + 0.3, "{estimator}: rollout RM score did not rise: {rm:?}");
+        // No critic: no value loss to speak of, no explained variance logged.
+        let lines = jsonl(&tmp.path().join(estimator).join("metrics.jsonl"));
+        assert!(lines.iter().all(|l| l.get("explained_variance").is_none()), "{lines:?}");
+    }
+    // The oracle: the world's judge as the reward; the planted purple star is a hallucination
+    // wherever the scene has none, and the rollouts' hallucination rate falls.
+    let out = format!("out={}/oracle", tmp.path().display());
+    factrl_ok(&[
+        "train",
+        "ppo",
+        "--config",
+        c,
+        "--set",
+        &out,
+        "--set",
+        "reward=\"oracle\"",
+        "--set",
+        "iterations=20",
+    ]);
+    let rate = series("oracle", "/world/hallucination_rate");
+    eprintln!("oracle: rollout hallucination rate {rate:?}");
+    // Runs here: the first five iterations 0.44, the last ten 0.33 (floats, and with them the
+    // samples, move with the thread schedule, so the bound leaves room).
+    assert!(mean(&rate[10..]) < mean(&rate[..5]) - 0.05, "oracle RL did not remove hallucinations: {rate:?}");
+    // Settings that cannot work are refused, naming what is wrong.
+    for (set, says) in [("group_size=1", "group_size"), ("reward_model=\"\"", "not a reward model folder")] {
+        let bad = format!("out={}/bad", tmp.path().display());
+        let o = factrl(&["train", "ppo", "--config", c, "--set", &bad, "--set", set]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{set}: {err}");
+    }
 }

@@ -1,7 +1,7 @@
 //! The world's guarantees: ground truth matches the pixels, POPE follows POPE's rules, splits never
 //! leak, formats round-trip, the same seed gives the same bytes, and bad input fails cleanly.
 
-use factrl::data::formats::{Conversation, MmhalRecord, PopeQuestion, PpoPrompt, Task, YesNo};
+use factrl::data::formats::{CaptionType, Conversation, MmhalRecord, PopeQuestion, PpoPrompt, Task, YesNo};
 use factrl::io::{read_json, read_jsonl};
 use factrl::world::render::inside;
 use factrl::world::scene::{Class, Colour, Shape};
@@ -281,6 +281,15 @@ fn formats_round_trip_and_every_text_is_in_the_vocabulary() {
         }
     }
     let ppo: Vec<PpoPrompt> = round_trip(&dir.join("ppo_prompts.json"));
+    // The PPO mix (world.json's `ppo_prompts`): two prompts per image, descriptions and existence
+    // questions only, the existence questions' truth balanced (within sampling noise).
+    let images: BTreeSet<&str> = ppo.iter().map(|p| p.image.as_str()).collect();
+    assert_eq!(ppo.len(), 2 * images.len());
+    let count = |t: Task| ppo.iter().filter(|p| p.task == Some(t)).count();
+    assert_eq!(count(Task::Description) + count(Task::Existence), ppo.len());
+    let no = ppo.iter().filter(|p| p.caption_type == CaptionType::No).count() as f64;
+    let share = no / count(Task::Existence) as f64;
+    assert!((0.35..0.65).contains(&share), "existence truth \"No\" share {share}");
     ppo.iter()
         .flat_map(|p| p.conversations.iter().map(|t| t.value.clone()).chain(p.captions.clone()))
         .for_each(|t| check_text(&t));
@@ -454,4 +463,11 @@ fn eval_pope_scores_answer_files_in_both_formats() {
     let r = factrl(&["eval", "pope", "--questions", q.to_str().unwrap(), "--answers", ya.to_str().unwrap()]);
     assert!(!r.status.success());
     assert!(String::from_utf8_lossy(&r.stderr).contains("line 5"), "{}", String::from_utf8_lossy(&r.stderr));
+    // An empty benchmark is an error naming the file, not accuracy 0.
+    let empty = tmp.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let r =
+        factrl(&["eval", "pope", "--questions", empty.to_str().unwrap(), "--answers", na.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("empty.jsonl") && err.contains("no questions"), "{err}");
 }

@@ -67,7 +67,7 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
                 max_new_tokens: a.max_new_tokens,
             };
             let r = crate::eval::run::run(&a.model, &a.world, &a.output, &opts)?;
-            println!("{}", serde_json::to_string_pretty(&r)?);
+            super::print(&serde_json::to_string_pretty(&r)?)?;
             Ok(())
         }
     }

@@ -128,8 +128,8 @@ pub struct AutoArgs {
     /// The judge's model name.
     #[arg(long, requires = "judge")]
     judge_model: Option<String>,
-    /// Longest wait for one judge reply, seconds.
-    #[arg(long, default_value_t = 120)]
+    /// Longest wait for one judge reply, seconds (at least 1).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     judge_timeout: u64,
     /// Ask the judge about each pair in both orders; keep only verdicts that do not depend on it.
     #[arg(long, requires = "judge")]
@@ -174,7 +174,7 @@ pub fn collect(a: CollectArgs) -> anyhow::Result<()> {
     opts.limit = a.limit;
     let summary =
         collect::collect(&opts).with_context(|| format!("collecting for {}", opts.prompts.display()))?;
-    println!("{}", serde_json::to_string_pretty(&summary)?);
+    super::print(&serde_json::to_string_pretty(&summary)?)?;
     Ok(())
 }
 
@@ -195,7 +195,7 @@ pub fn annotate(cmd: AnnotateCommand) -> anyhow::Result<()> {
                     "{} pairs written; left out: {} unusable, {} order-dependent",
                     s.pairs, s.unusable, s.inconsistent
                 );
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                super::print(&serde_json::to_string_pretty(&s)?)?;
                 return Ok(());
             }
             let world = a.world.as_ref().context("--world or --judge is needed")?;
@@ -205,7 +205,7 @@ pub fn annotate(cmd: AnnotateCommand) -> anyhow::Result<()> {
                 "{} pairs written ({} injected, {} copy), {} exact ties dropped, {} flipped",
                 s.pairs, s.injected, s.copies, s.ties_dropped, s.flipped
             );
-            println!("{}", serde_json::to_string_pretty(&s)?);
+            super::print(&serde_json::to_string_pretty(&s)?)?;
             Ok(())
         }
         AnnotateCommand::Serve(a) => server::run(&a.candidates, &a.db, a.bind, a.per_pair)
@@ -214,7 +214,7 @@ pub fn annotate(cmd: AnnotateCommand) -> anyhow::Result<()> {
             let store = Store::open(&a.db).with_context(|| format!("opening {}", a.db.display()))?;
             let token = store.add_annotator(&a.name).with_context(|| format!("adding {:?}", a.name))?;
             eprintln!("token for {} (shown once; only its hash is stored):", a.name);
-            println!("{token}");
+            super::print(&token)?;
             Ok(())
         }
         AnnotateCommand::Export(a) => {
@@ -226,7 +226,7 @@ pub fn annotate(cmd: AnnotateCommand) -> anyhow::Result<()> {
         }
         AnnotateCommand::Stats(a) => {
             let stats = existing(&a.db)?.agreement()?;
-            println!("{}", serde_json::to_string_pretty(&stats)?);
+            super::print(&serde_json::to_string_pretty(&stats)?)?;
             Ok(())
         }
     }

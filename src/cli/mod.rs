@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod config;
 mod demo;
 mod eval;
 mod feedback;
@@ -23,6 +24,9 @@ enum Command {
     /// The whole Fact-RLHF pipeline on the built-in world, ending in a report (Base, SFT, RLHF,
     /// Fact-RLHF).
     Demo(demo::DemoArgs),
+    /// The shipped stage configs: list them, or print one to start from.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Generate the synthetic visual world: images, ground truth, datasets, benchmarks, tokenizer.
     World(world::WorldArgs),
     /// Evaluate hallucination (POPE scoring).
@@ -46,6 +50,17 @@ enum Command {
     Annotate(feedback::AnnotateCommand),
 }
 
+/// Writes `text` and a newline to standard output. A reader that has gone (`factrl ... | head`)
+/// is not an error: there is nobody left to tell.
+pub(crate) fn print(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 /// Parses the command line, runs the subcommand, and turns an error into a one-line message and a
 /// non-zero exit.
 pub fn main() -> ExitCode {
@@ -53,6 +68,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Config(cmd) => config::run(cmd),
         Command::World(args) => world::run(args),
         Command::Eval(cmd) => eval::run(cmd),
         Command::Train(cmd) => train::run(cmd),

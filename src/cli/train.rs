@@ -16,7 +16,8 @@ pub enum TrainCommand {
     /// Stage 3: the reward model on preference pairs, fact-augmented unless --no-facts
     /// (configs/reward.toml).
     Reward(RewardArgs),
-    /// Stage 4: PPO against a reward model with a KL leash to the SFT model (configs/ppo.toml).
+    /// Stage 4: RL (PPO with a critic, RLOO or GRPO) against a reward model with a KL leash to the
+    /// SFT model (configs/ppo.toml).
     Ppo(TrainArgs),
     /// DPO on preference pairs against the frozen SFT model (configs/dpo.toml).
     Dpo(TrainArgs),
@@ -35,7 +36,7 @@ pub struct RewardArgs {
 /// Flags shared by the trainers.
 #[derive(Args)]
 pub struct TrainArgs {
-    /// TOML config file.
+    /// TOML config file, or the name of a shipped one (`factrl config list`).
     #[arg(long)]
     config: PathBuf,
     /// Override a config key, e.g. `--set lr=3e-4 --set out=runs/x` (repeatable).
@@ -60,14 +61,14 @@ pub fn run(cmd: TrainCommand) -> anyhow::Result<()> {
     };
     let cfg = crate::train::sft::load_config(&a.config, &a.sets)?;
     let s = crate::train::sft::train(&cfg, a.resume, a.halt_after)?;
-    println!(
+    super::print(&format!(
         "trained {} steps in {:.0} s: loss {:.4}{}; model in {}",
         s.steps,
         s.seconds,
         s.loss,
         s.eval_loss.map(|e| format!(", eval loss {e:.4}")).unwrap_or_default(),
         s.model.display()
-    );
+    ))?;
     Ok(())
 }
 
@@ -75,13 +76,13 @@ fn clip(a: TrainArgs) -> anyhow::Result<()> {
     let cfg = crate::train::clip::load_config(&a.config, &a.sets)?;
     let s = crate::train::clip::train(&cfg, a.resume, a.halt_after)?;
     let eval = s.eval_accuracy.map(|e| format!(", held-out retrieval accuracy {e:.3}")).unwrap_or_default();
-    println!(
+    super::print(&format!(
         "trained {} steps in {:.0} s: loss {:.4}{eval}; model in {}",
         s.steps,
         s.seconds,
         s.loss,
         s.model.display()
-    );
+    ))?;
     Ok(())
 }
 
@@ -109,14 +110,14 @@ fn reward(r: RewardArgs) -> anyhow::Result<()> {
             if by_task.is_empty() { String::new() } else { format!("; by task: {}", by_task.join(", ")) }
         )
     });
-    println!(
+    super::print(&format!(
         "trained {} steps in {:.0} s: loss {:.4}{}; reward model in {}",
         s.steps,
         s.seconds,
         s.loss,
         eval.unwrap_or_default(),
         s.model.display()
-    );
+    ))?;
     Ok(())
 }
 
@@ -128,13 +129,13 @@ fn ppo(a: TrainArgs) -> anyhow::Result<()> {
         _ => String::new(),
     };
     let last = s.last.map(|m| format!(", last KL {:.2}, length {:.1}", m.kl, m.response_length));
-    println!(
+    super::print(&format!(
         "trained {} iterations in {:.0} s{eval}{}; policy in {}",
         s.iterations,
         s.seconds,
         last.unwrap_or_default(),
         s.model.display()
-    );
+    ))?;
     Ok(())
 }
 
@@ -142,12 +143,12 @@ fn dpo(a: TrainArgs) -> anyhow::Result<()> {
     let cfg = crate::train::dpo::load_config(&a.config, &a.sets)?;
     let s = crate::train::dpo::train(&cfg, a.resume, a.halt_after)?;
     let eval = s.eval_accuracy.map(|e| format!(", held-out accuracy {e:.3}")).unwrap_or_default();
-    println!(
+    super::print(&format!(
         "trained {} steps in {:.0} s: loss {:.4}{eval}; policy in {}",
         s.steps,
         s.seconds,
         s.loss,
         s.model.display()
-    );
+    ))?;
     Ok(())
 }

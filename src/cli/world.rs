@@ -63,7 +63,7 @@ pub fn run(a: WorldArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let stats = world::generate(&cfg, &a.out, a.force)?;
     let splits: Vec<String> = stats.split_images.iter().map(|(s, n)| format!("{} {n}", s.name())).collect();
-    println!(
+    super::print(&format!(
         "wrote {} images ({}) to {} in {:.1} s: {} SFT records ({:.1}% of descriptions hallucinate), {} POPE questions per setting, {} MMHal questions",
         cfg.images,
         splits.join(", "),
@@ -73,7 +73,7 @@ pub fn run(a: WorldArgs) -> anyhow::Result<()> {
         100.0 * stats.hallucinated_share,
         stats.pope_questions,
         stats.mmhal_questions
-    );
+    ))?;
     Ok(())
 }
 

@@ -93,10 +93,10 @@ pub enum PopeError {
     /// A file could not be read or parsed.
     #[error(transparent)]
     Io(#[from] IoError),
-    /// The answers do not match the questions.
+    /// The answers do not match the questions, or there are no questions.
     #[error("{file}: {message}")]
     Mismatch {
-        /// The answer file.
+        /// The answer file (the question file when it is empty).
         file: String,
         /// What does not match.
         message: String,
@@ -106,6 +106,11 @@ pub enum PopeError {
 /// Scores an answer file against a POPE question file.
 pub fn evaluate(questions: &Path, answers: &Path) -> Result<PopeMetrics, PopeError> {
     let qs: Vec<PopeQuestion> = io::read_jsonl(questions)?;
+    if qs.is_empty() {
+        // Every ratio of an empty benchmark would read 0: a plausible-looking nothing.
+        let file = questions.display().to_string();
+        return Err(PopeError::Mismatch { file, message: "no questions: there is nothing to score".into() });
+    }
     let ans: Vec<AnswerLine> = io::read_jsonl(answers)?;
     let mismatch = |message: String| PopeError::Mismatch { file: answers.display().to_string(), message };
     let by_id: HashMap<u64, &str> = ans

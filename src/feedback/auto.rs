@@ -28,8 +28,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 /// The annotator's name in `prefs.json`.
 pub const SIMULATED: &str = "simulated";
@@ -95,11 +95,7 @@ pub fn annotate(
         return Err(FeedbackError::Setting(format!("--noise must be in [0, 1], got {}", opts.noise)));
     }
     // 1. Ground truth by canonical image path, so any relative spelling of a path finds it.
-    let world_abs = world_dir.canonicalize().map_err(io::at(world_dir))?;
-    let scenes: HashMap<PathBuf, Scene> = crate::world::load_scenes(world_dir)?
-        .into_iter()
-        .map(|r| (world_abs.join(&r.image), r.scene))
-        .collect();
+    let scenes = crate::world::scenes_by_path(world_dir)?;
     let records = read_candidates(candidates, 2)?;
     let pool = answer_pool(&records);
     let (source, out_dir) = (folder_of(candidates), folder_of(output));

@@ -301,8 +301,11 @@ fn element_line(bytes: &[u8], n: usize) -> Option<usize> {
 pub fn read_candidates(path: &Path, min_responses: usize) -> Result<Vec<Candidate>, FeedbackError> {
     let bytes = std::fs::read(path).map_err(io::at(path))?;
     let records: Vec<Candidate> = parse_array(path, &bytes)?;
+    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (n, c) in records.iter().enumerate() {
-        if let Some(problem) = c.problem(min_responses) {
+        // Answers, stores and exports are keyed by id: two records with one id would mix.
+        let taken = first.insert(c.id.as_str(), n).map(|m| format!("id already used by record [{m}]"));
+        if let Some(problem) = c.problem(min_responses).or(taken) {
             let line = element_line(&bytes, n).map(|l| format!(", line {l}")).unwrap_or_default();
             return Err(FeedbackError::Record {
                 path: path.to_path_buf(),

@@ -199,6 +199,11 @@ impl ModuleMapper for Loader<'_> {
                 return param;
             }
         };
+        // A NaN or infinite weight only ever yields nonsense (token 0 forever, NaN log-probs).
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            self.error = Some(fail(format!("value {} at flat index {i} is not finite", values[i])));
+            return param;
+        }
         let device: Device = param.lazy_device();
         let mut tensor = Tensor::<D>::from_data(TensorData::new(values, expected), &device);
         if transpose {

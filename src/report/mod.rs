@@ -13,9 +13,15 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The models of the table, in its order: key in `report.json`, label in the tables.
-pub const MODELS: [(&str, &str); 4] =
-    [("base", "Base"), ("sft", "SFT"), ("rlhf", "RLHF"), ("fact_rlhf", "Fact-RLHF")];
+/// The models of the table, in its order: key in `report.json`, label in the tables. Oracle-RL is
+/// the same RL against the world's exact judge: an upper bound, never a result.
+pub const MODELS: [(&str, &str); 5] = [
+    ("base", "Base"),
+    ("sft", "SFT"),
+    ("rlhf", "RLHF"),
+    ("fact_rlhf", "Fact-RLHF"),
+    ("oracle_rl", "Oracle-RL (upper bound)"),
+];
 
 /// One model's evaluation on every seed.
 #[derive(Clone, Debug)]
@@ -169,6 +175,27 @@ impl Table {
         self.rows.iter().find(|r| r.0 == model).and_then(|r| r.3.get(key)).map(|s| s.mean)
     }
 
+    fn std(&self, model: &str, key: &str) -> f64 {
+        self.rows.iter().find(|r| r.0 == model).and_then(|r| r.3.get(key)).map_or(0.0, |s| s.std)
+    }
+
+    /// The at-a-glance chart: hallucination (adversarial FP rate, CHAIR_i) and recall per model,
+    /// error bars the spread over seeds.
+    fn bars(&self) -> String {
+        let series: Vec<String> = self.rows.iter().map(|r| r.1.clone()).collect();
+        let groups: Vec<svg::BarGroup> = [
+            ("POPE adv. FP rate", "pope.adversarial.fp_rate"),
+            ("CHAIR_i", "chair_i"),
+            ("object recall", "object_recall"),
+        ]
+        .iter()
+        .map(|(label, key)| {
+            (label.to_string(), self.rows.iter().map(|r| r.3.get(*key).map(|s| (s.mean, s.std))).collect())
+        })
+        .collect();
+        svg::bar_chart("hallucination and recall by model (mean, sd over seeds)", &series, &groups)
+    }
+
     fn html(&self) -> String {
         let mut s = String::from("<table>\n<tr><th>model</th><th>seeds</th>");
         for (label, _) in COLUMNS {
@@ -242,10 +269,32 @@ pub fn claims(models: &[ModelResult]) -> Vec<String> {
             verdict((f_recall - sft_recall).abs() <= 0.05 * sft_recall)
         ),
     ];
-    if let (Some(r_fp), Some(r_chair)) = (t.get("rlhf", fp), t.get("rlhf", "chair_i")) {
+    let f1 = "pope.adversarial.f1";
+    if let (Some(sft_f1), Some(f_f1)) = (t.get("sft", f1), t.get("fact_rlhf", f1)) {
         out.push(format!(
-            "Fact-RLHF beats standard RLHF on both: {} (FP rate {r_fp:.3} vs {f_fp:.3}, CHAIR_i {r_chair:.3} vs {f_chair:.3}).",
-            verdict(f_fp < r_fp && f_chair < r_chair)
+            "Fact-RLHF's POPE adversarial F1 is no lower than SFT's: {} ({sft_f1:.3} -> {f_f1:.3}).",
+            verdict(f_f1 >= sft_f1)
+        ));
+    }
+    if let (Some(r_fp), Some(r_chair)) = (t.get("rlhf", fp), t.get("rlhf", "chair_i")) {
+        // "Beats" means by more than one standard deviation across seeds (the larger of the two
+        // models' spreads), so a difference within the seeds' noise does not count.
+        let spread = |key: &str| t.std("rlhf", key).max(t.std("fact_rlhf", key));
+        let (s_fp, s_chair) = (spread(fp), spread("chair_i"));
+        out.push(format!(
+            "Fact-RLHF beats standard RLHF on both by more than one standard deviation: {} (FP rate {r_fp:.3} vs {f_fp:.3}, sd {s_fp:.3}; CHAIR_i {r_chair:.3} vs {f_chair:.3}, sd {s_chair:.3}).",
+            verdict(r_fp - f_fp > s_fp && r_chair - f_chair > s_chair)
+        ));
+    }
+    if let (Some(o_fp), Some(o_chair)) = (t.get("oracle_rl", fp), t.get("oracle_rl", "chair_i")) {
+        let halves = o_chair <= sft_chair / 2.0;
+        out.push(format!(
+            "Bound: RL against the world's exact judge (Oracle-RL, not a result) reaches FP rate {o_fp:.3} and CHAIR_i {o_chair:.3}; {}.",
+            if halves {
+                "it halves SFT's CHAIR_i, so where Fact-RLHF does not, the reward model is what falls short"
+            } else {
+                "it does not halve SFT's CHAIR_i, so the RL stage itself falls short at this budget"
+            }
         ));
     }
     let seeds = models.iter().map(|m| m.seeds.len()).min().unwrap_or(0);
@@ -283,6 +332,8 @@ pub struct Report {
     pub timings: Vec<(String, Vec<Option<f64>>)>,
     /// Extra lines for the report (settings, reward-model accuracies, warnings).
     pub notes: Vec<String>,
+    /// The seeds, in the order of `timings`' columns.
+    pub seeds: Vec<u64>,
 }
 
 /// Each seed's seconds over all stages (the time a one-seed demo of that seed took), `None`
@@ -362,7 +413,8 @@ pub fn write(out: &Path, report: &Report) -> Result<String, IoError> {
     let times = time_rows(&report.timings);
     let seeds = times.first().map_or(0, |(_, t)| t.len());
     md.push_str("\n## Time per stage, seconds (2-core CPU unless noted)\n\n| stage |");
-    md.push_str(&(0..seeds).map(|s| format!(" seed {s} |")).collect::<String>());
+    let name = |s: usize| report.seeds.get(s).map_or(s.to_string(), u64::to_string);
+    md.push_str(&(0..seeds).map(|s| format!(" seed {} |", name(s))).collect::<String>());
     md.push_str(&format!("\n|---|{}\n", "---|".repeat(seeds)));
     for (stage, cells) in &times {
         md.push_str(&format!("| {stage} | {} |\n", cells.join(" | ")));
@@ -376,12 +428,13 @@ pub fn write(out: &Path, report: &Report) -> Result<String, IoError> {
     );
     html.push_str("<h1>factrl demo report</h1>\n");
     html.push_str(&table.html());
+    html.push_str(&table.bars());
     html.push_str("<h2>Claims</h2>\n<ul>\n");
     for c in claims.iter().chain(&report.notes) {
         html.push_str(&format!("<li>{}</li>\n", svg::escape(c)));
     }
     html.push_str("</ul>\n<h2>Time per stage, seconds</h2>\n<table>\n<tr><th>stage</th>");
-    html.push_str(&(0..seeds).map(|s| format!("<th>seed {s}</th>")).collect::<String>());
+    html.push_str(&(0..seeds).map(|s| format!("<th>seed {}</th>", name(s))).collect::<String>());
     html.push_str("</tr>\n");
     for (stage, cells) in &times {
         let tds: String = cells.iter().map(|c| format!("<td>{c}</td>")).collect();
@@ -440,8 +493,17 @@ mod tests {
         assert!(c[0].contains("holds (0.400 -> 0.200)"), "{}", c[0]);
         assert!(c[1].contains("holds"), "{}", c[1]);
         assert!(c[2].contains("holds"), "{}", c[2]);
-        assert!(c[3].contains("holds"), "{}", c[3]);
-        assert_eq!(c.len(), 4);
+        assert!(c[3].contains("F1 is no lower than SFT's: holds"), "{}", c[3]);
+        assert!(c[4].contains("more than one standard deviation: holds"), "{}", c[4]);
+        assert_eq!(c.len(), 5);
+        // Fact-RLHF's FP rates 0.10 / 0.30 / 0.20 (mean 0.20, sd 0.10) against RLHF's 0.30 (sd 0):
+        // better by 0.10, not by more than one sd. An oracle row adds the bound's line.
+        let spread = vec![report(10, 0.14, 0.77), report(30, 0.14, 0.77), report(20, 0.14, 0.77)];
+        let mut noisy = vec![models[0].clone(), models[1].clone(), m("fact_rlhf", spread)];
+        noisy.push(m("oracle_rl", vec![report(10, 0.1, 0.8); 3]));
+        let c = claims(&noisy);
+        assert!(c[4].contains("standard deviation: does NOT hold") && c[4].contains("sd 0.100"), "{}", c[4]);
+        assert!(c[5].contains("Bound") && c[5].contains("the reward model is what falls short"), "{}", c[5]);
         let worse = vec![models[0].clone(), m("fact_rlhf", vec![report(30, 0.2, 0.5)])];
         let c = claims(&worse);
         assert!(c.iter().take(3).all(|l| l.contains("does NOT hold")), "{c:?}");
@@ -486,6 +548,7 @@ mod tests {
                 ("ppo".into(), vec![Some(3.0), None]),
             ],
             notes: vec!["<b>".into()],
+            seeds: vec![0, 1],
         };
         let md = write(dir.path(), &r).unwrap();
         assert!(md.contains("| SFT | 1 | 0.400 |"), "{md}");

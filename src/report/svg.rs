@@ -1,5 +1,6 @@
-//! Line charts as inline SVG, so `report.html` is one self-contained file. Plotting crates need
-//! font files to lay out text; a chart of a few polylines with min / max labels does not.
+//! Line and bar charts as inline SVG, so `report.html` is one self-contained file. Plotting crates
+//! need font files to lay out text; a chart of a few polylines or bars with min / max labels does
+//! not.
 
 use super::Curve;
 
@@ -13,9 +14,87 @@ const HEIGHT: f64 = 260.0;
 const MARGIN: f64 = 44.0;
 const COLOURS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
 
-/// Number labels: short, whatever the magnitude.
+/// Number labels: short, whatever the magnitude; whole numbers (steps) as integers.
 fn label(x: f64) -> String {
-    if x != 0.0 && (x.abs() >= 1e4 || x.abs() < 1e-2) { format!("{x:.1e}") } else { format!("{x:.3}") }
+    if x.fract() == 0.0 && x.abs() < 1e9 {
+        format!("{x:.0}")
+    } else if x.abs() >= 1e4 || x.abs() < 1e-2 {
+        format!("{x:.1e}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// One group of a bar chart: a label and per series (mean, error) or nothing.
+pub type BarGroup = (String, Vec<Option<(f64, f64)>>);
+
+/// A grouped bar chart from 0: one group per metric, one bar per series (model), each with an
+/// error bar of its standard deviation, and a legend.
+pub fn bar_chart(title: &str, series: &[String], groups: &[BarGroup]) -> String {
+    let (w, h) = (WIDTH + 200.0, HEIGHT + 20.0);
+    let (left, right, top, bottom) = (MARGIN + 16.0, w - 12.0, 28.0, h - MARGIN - 16.0);
+    let top_value = groups
+        .iter()
+        .flat_map(|(_, bars)| bars.iter().flatten().map(|(m, e)| m + e.abs()))
+        .fold(0.0f64, f64::max)
+        .max(1e-12);
+    let py = |y: f64| bottom - y / top_value * (bottom - top);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">\n\
+         <text x=\"{}\" y=\"16\" text-anchor=\"middle\" font-size=\"13\">{}</text>\n\
+         <rect x=\"{left}\" y=\"{top}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#888\"/>\n\
+         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"11\">{}</text>\n\
+         <text x=\"{:.1}\" y=\"{bottom:.1}\" text-anchor=\"end\" font-size=\"11\">0</text>\n",
+        w / 2.0,
+        escape(title),
+        right - left,
+        bottom - top,
+        left - 4.0,
+        top + 10.0,
+        label(top_value),
+        left - 4.0,
+    );
+    let slot = (right - left) / groups.len().max(1) as f64;
+    let bar = slot * 0.8 / series.len().max(1) as f64;
+    for (g, (name, bars)) in groups.iter().enumerate() {
+        let x0 = left + g as f64 * slot + slot * 0.1;
+        for (i, b) in bars.iter().enumerate() {
+            let Some((m, e)) = *b else { continue };
+            let (x, colour) = (x0 + i as f64 * bar, COLOURS[i % COLOURS.len()]);
+            svg.push_str(&format!(
+                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{colour}\"/>\n",
+                py(m),
+                bar * 0.9,
+                bottom - py(m)
+            ));
+            if e > 0.0 {
+                let cx = x + bar * 0.45;
+                svg.push_str(&format!(
+                    "<line x1=\"{cx:.1}\" y1=\"{:.1}\" x2=\"{cx:.1}\" y2=\"{:.1}\" stroke=\"#000\"/>\n",
+                    py((m - e).max(0.0)),
+                    py(m + e)
+                ));
+            }
+        }
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"11\">{}</text>\n",
+            x0 + slot * 0.4,
+            bottom + 14.0,
+            escape(name)
+        ));
+    }
+    for (i, name) in series.iter().enumerate() {
+        let (lx, ly) = (left + i as f64 * 130.0, h - 10.0);
+        svg.push_str(&format!(
+            "<rect x=\"{lx}\" y=\"{}\" width=\"12\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{ly}\" font-size=\"11\">{}</text>\n",
+            ly - 9.0,
+            COLOURS[i % COLOURS.len()],
+            lx + 16.0,
+            escape(name)
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
 }
 
 /// A chart of the curve's series (step on x) with a legend; an empty curve says so.
@@ -108,5 +187,20 @@ mod tests {
         assert!(svg.contains("a&lt;b"));
         let empty = line_chart(&Curve { title: "t".into(), series: vec![] });
         assert!(empty.contains("no data"));
+        // Step labels are plain integers.
+        assert!(svg.contains(">10</text>") && !svg.contains("10.000"), "{svg}");
+    }
+
+    #[test]
+    fn bars_start_at_zero_and_carry_their_spread() {
+        let series = vec!["SFT".to_string(), "RL<1>".to_string()];
+        let groups = vec![("CHAIR_i".to_string(), vec![Some((0.1, 0.0)), Some((0.05, 0.05))])];
+        let svg = bar_chart("hallucination", &series, &groups);
+        // The tallest extent is 0.1 (0.05 + 0.05): SFT's bar reaches the top (y 28) from the bottom
+        // (y 220); RL's is half as tall, with an error bar from 0 to the top.
+        assert!(svg.contains("y=\"28.0\" width=") && svg.contains("height=\"192.0\""), "{svg}");
+        assert!(svg.contains("height=\"96.0\""), "{svg}");
+        assert!(svg.contains("y1=\"220.0\"") && svg.contains("y2=\"28.0\""), "{svg}");
+        assert!(svg.contains("RL&lt;1&gt;"));
     }
 }

@@ -47,8 +47,70 @@ pub fn apply_overrides(table: &mut toml::Table, sets: &[String]) -> Result<(), C
     Ok(())
 }
 
-/// Reads a TOML config file, applies overrides and deserialises it.
+/// A stage config shipped in `configs/` and compiled into the binary, so an installed `factrl`
+/// can run every stage (`factrl config show NAME`, or `--config NAME`).
+pub struct Shipped {
+    /// Its name: the file name without `.toml`.
+    pub name: &'static str,
+    /// Its path in the repository (for messages).
+    pub file: &'static str,
+    /// The TOML text.
+    pub text: &'static str,
+}
+
+macro_rules! shipped {
+    ($konst:ident, $name:literal) => {
+        #[doc = concat!("`configs/", $name, ".toml`.")]
+        pub const $konst: Shipped = Shipped {
+            name: $name,
+            file: concat!("configs/", $name, ".toml"),
+            text: include_str!(concat!("../../configs/", $name, ".toml")),
+        };
+    };
+}
+shipped!(CLIP, "clip");
+shipped!(PRETRAIN, "pretrain");
+shipped!(SFT, "sft");
+shipped!(SFT_FOCUS, "sft_focus");
+shipped!(SFT_RETURN, "sft_return");
+shipped!(REWARD, "reward");
+shipped!(PPO, "ppo");
+shipped!(PPO_LLAVA_RLHF, "ppo_llava_rlhf");
+shipped!(DPO, "dpo");
+
+/// Every shipped config, in pipeline order.
+pub const SHIPPED: [&Shipped; 9] =
+    [&CLIP, &PRETRAIN, &SFT, &SFT_FOCUS, &SFT_RETURN, &REWARD, &PPO, &PPO_LLAVA_RLHF, &DPO];
+
+/// The shipped config called `name` (with or without `.toml`).
+pub fn shipped(name: &str) -> Option<&'static Shipped> {
+    let name = name.strip_suffix(".toml").unwrap_or(name);
+    SHIPPED.iter().copied().find(|s| s.name == name)
+}
+
+impl Shipped {
+    /// What it is for: the first sentence of its leading comment, at most about 100 characters.
+    pub fn about(&self) -> String {
+        let comment: Vec<&str> = self.text.lines().map_while(|l| l.strip_prefix("# ")).collect();
+        let text = comment.join(" ");
+        let sentence = text.split(". ").next().unwrap_or("").trim_end_matches('.');
+        match sentence.char_indices().nth(100) {
+            Some((cut, _)) => format!("{}...", sentence[..cut].trim_end()),
+            None => sentence.to_string(),
+        }
+    }
+}
+
+/// Reads a TOML config file, applies overrides and deserialises it. A bare name that is no file
+/// (`ppo`, `reward.toml`) names a shipped config.
 pub fn load<T: DeserializeOwned>(path: &Path, sets: &[String]) -> Result<T, ConfigError> {
+    let bare = path.parent().is_none_or(|p| p.as_os_str().is_empty());
+    if bare
+        && !path.exists()
+        && let Some(s) = path.to_str().and_then(shipped)
+    {
+        return parse(s.text, s.file, sets);
+    }
     let text = std::fs::read_to_string(path)
         .map_err(|cause| ConfigError::Read { path: path.display().to_string(), cause })?;
     parse(&text, &path.display().to_string(), sets)
@@ -101,5 +163,38 @@ mod tests {
         assert!(err.contains("stpes"), "{err}");
         let err = load::<Cfg>(&p, &["lr".into()]).unwrap_err().to_string();
         assert!(err.contains("--set lr") && err.contains("KEY=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn shipped_configs_are_found_by_name_and_describe_themselves() {
+        assert_eq!(shipped("ppo").map(|s| s.file), Some("configs/ppo.toml"));
+        assert_eq!(shipped("reward.toml").map(|s| s.name), Some("reward"));
+        assert!(shipped("nope").is_none());
+        for s in SHIPPED {
+            assert!(!s.about().is_empty() && s.text.parse::<toml::Table>().is_ok(), "{}", s.file);
+        }
+        // A bare name that is no file loads the shipped config; a missing path is still an error.
+        let t: toml::Table = load(Path::new("ppo"), &["lr=1.0".into()]).unwrap();
+        assert_eq!(t["lr"].as_float(), Some(1.0));
+        assert!(load::<toml::Table>(Path::new("no/such/ppo"), &[]).is_err());
+    }
+
+    #[test]
+    fn every_shipped_config_is_one_its_trainer_accepts() {
+        use crate::train::{clip, dpo, ppo, reward, sft};
+        for s in SHIPPED {
+            let ok = match s.name {
+                "clip" => parse::<clip::ClipConfig>(s.text, s.file, &[]).map(drop),
+                "reward" => parse::<reward::RewardConfig>(s.text, s.file, &[]).map(drop),
+                "dpo" => parse::<dpo::DpoConfig>(s.text, s.file, &[]).map(drop),
+                "ppo" | "ppo_llava_rlhf" => {
+                    let c: ppo::PpoConfig = parse(s.text, s.file, &[]).unwrap();
+                    assert!(c.validate().is_ok(), "{}", s.file);
+                    Ok(())
+                }
+                _ => parse::<sft::SftConfig>(s.text, s.file, &[]).map(drop),
+            };
+            assert!(ok.is_ok(), "{}: {:?}", s.file, ok.err());
+        }
     }
 }

@@ -22,6 +22,36 @@ pub struct DatasetConfig {
     pub description_length_bonus: f64,
 }
 
+/// The PPO prompts' mix: RL moves what it is asked about, so the prompts are descriptions (where
+/// CHAIR is measured) and existence questions with a balanced truth whose "No" questions are of the
+/// hard kinds (POPE's false positives), not the preference prompts' mix.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PpoMix {
+    /// Prompts per PPO image, each drawn from the mix.
+    pub prompts_per_image: usize,
+    /// Share of description prompts.
+    pub description_share: f64,
+    /// Share of existence questions; the rest are the other short questions.
+    pub existence_share: f64,
+    /// The existence questions' share of "Yes" truths and kinds of negatives.
+    pub existence: lang::LanguageConfig,
+}
+
+impl Default for PpoMix {
+    fn default() -> Self {
+        PpoMix {
+            prompts_per_image: 2,
+            description_share: 0.5,
+            existence_share: 0.5,
+            existence: lang::LanguageConfig {
+                existence_yes_ratio: 0.5,
+                hard_negative_share: 0.6,
+                partner_negative_share: 0.3,
+            },
+        }
+    }
+}
+
 /// A question as the first human turn: `<image>\n{q}`.
 fn first(q: &str) -> Turn {
     Turn::human(format!("<image>\n{q}"))
@@ -131,19 +161,22 @@ pub fn sft(
 
 /// A prompt for preference collection or PPO: a description request or a short question.
 fn prompt_qa(scene: &Scene, dc: &DatasetConfig, lc: &lang::LanguageConfig, rng: &mut impl Rng) -> Qa {
-    if rng.random_bool(dc.description_share) {
-        let q = pick(&lang::DESCRIBE, rng);
-        Qa {
-            question: q.into(),
-            answer: lang::describe(scene, None),
-            task: Task::Description,
-            check: Default::default(),
-        }
-    } else if rng.random_bool(0.15) {
-        lang::multiple_choice(scene, rng)
-    } else {
-        short_question(scene, lc, rng)
+    if rng.random_bool(dc.description_share) { description_qa(scene, rng) } else { other_qa(scene, lc, rng) }
+}
+
+fn description_qa(scene: &Scene, rng: &mut impl Rng) -> Qa {
+    let q = pick(&lang::DESCRIBE, rng);
+    Qa {
+        question: q.into(),
+        answer: lang::describe(scene, None),
+        task: Task::Description,
+        check: Default::default(),
     }
+}
+
+/// A short question of any kind but description.
+fn other_qa(scene: &Scene, lc: &lang::LanguageConfig, rng: &mut impl Rng) -> Qa {
+    if rng.random_bool(0.15) { lang::multiple_choice(scene, rng) } else { short_question(scene, lc, rng) }
 }
 
 /// A preference prompt: the question with a correct reference answer as the gpt turn (which sampled
@@ -171,20 +204,32 @@ pub fn ppo(
     image: &str,
     scene: &Scene,
     dc: &DatasetConfig,
+    mix: &PpoMix,
     lc: &lang::LanguageConfig,
     rng: &mut impl Rng,
-) -> PpoPrompt {
-    let qa = prompt_qa(scene, dc, lc, rng);
-    let length_bonus = if qa.task == Task::Description { dc.description_length_bonus } else { 1.0 };
-    PpoPrompt {
-        id: format!("{id}-ppo"),
-        image: image.to_string(),
-        captions: lang::reward_facts(scene, &qa),
-        conversations: vec![first(&qa.question), Turn::gpt(qa.answer)],
-        caption_type: qa.check,
-        length_bonus,
-        task: Some(qa.task),
-    }
+) -> Vec<PpoPrompt> {
+    (0..mix.prompts_per_image)
+        .map(|k| {
+            let roll: f64 = rng.random();
+            let qa = if roll < mix.description_share {
+                description_qa(scene, rng)
+            } else if roll < mix.description_share + mix.existence_share {
+                lang::existence(scene, &mix.existence, rng)
+            } else {
+                other_qa(scene, lc, rng)
+            };
+            let length_bonus = if qa.task == Task::Description { dc.description_length_bonus } else { 1.0 };
+            PpoPrompt {
+                id: if k == 0 { format!("{id}-ppo") } else { format!("{id}-ppo-{k}") },
+                image: image.to_string(),
+                captions: lang::reward_facts(scene, &qa),
+                conversations: vec![first(&qa.question), Turn::gpt(qa.answer)],
+                caption_type: qa.check,
+                length_bonus,
+                task: Some(qa.task),
+            }
+        })
+        .collect()
 }
 
 /// Held-out evaluation prompts of one image: a description request and one question of each short

@@ -55,6 +55,9 @@ pub struct WorldConfig {
     pub datasets: datasets::DatasetConfig,
     /// Shares of images per split; `train` takes what the others leave.
     pub splits: SplitShares,
+    /// What the PPO prompts ask (absent from worlds made before it: those get the default).
+    #[serde(default)]
+    pub ppo_prompts: datasets::PpoMix,
     /// Images in each POPE file (POPE uses 500), at most the eligible held-out images.
     pub pope_images: usize,
     /// MMHal-style questions per type (MMHal-Bench has 12, 96 in all).
@@ -92,6 +95,7 @@ impl Default for WorldConfig {
                 description_length_bonus: -0.5,
             },
             splits: SplitShares { val: 0.05, pref: 0.12, ppo: 0.08, eval: 0.10 },
+            ppo_prompts: datasets::PpoMix::default(),
             pope_images: 500,
             mmhal_per_type: 12,
         }
@@ -143,14 +147,26 @@ impl WorldConfig {
             ("hallucination_rate", self.datasets.hallucination_rate),
             ("multi_turn", self.datasets.multi_turn),
             ("description_share", self.datasets.description_share),
+            ("ppo_prompts.description_share", self.ppo_prompts.description_share),
+            ("ppo_prompts.existence_share", self.ppo_prompts.existence_share),
+            ("ppo_prompts.existence.existence_yes_ratio", self.ppo_prompts.existence.existence_yes_ratio),
         ];
         for (name, p) in probs {
             if !(0.0..=1.0).contains(&p) {
                 return bad(format!("{name} = {p} is not a probability in [0, 1]"));
             }
         }
-        if self.language.hard_negative_share + self.language.partner_negative_share > 1.0 {
-            return bad("hard_negative_share + partner_negative_share exceed 1".into());
+        let p = &self.ppo_prompts;
+        for (name, l) in [("", &self.language), ("ppo_prompts.existence.", &p.existence)] {
+            let (hard, partner) = (l.hard_negative_share, l.partner_negative_share);
+            if !(0.0..=1.0).contains(&hard) || !(0.0..=1.0).contains(&partner) || hard + partner > 1.0 {
+                return bad(format!(
+                    "{name}hard_negative_share + {name}partner_negative_share must be shares summing to at most 1"
+                ));
+            }
+        }
+        if p.description_share + p.existence_share > 1.0 || !(1..=8).contains(&p.prompts_per_image) {
+            return bad("ppo_prompts: description_share + existence_share must be at most 1, prompts_per_image in 1..=8".into());
         }
         let sp = &self.splits;
         let held = [sp.val, sp.pref, sp.ppo, sp.eval];
@@ -295,7 +311,7 @@ struct ImageTexts {
     sft: Vec<Conversation>,
     captions: Vec<String>,
     pref: Option<Conversation>,
-    ppo: Option<PpoPrompt>,
+    ppo: Vec<PpoPrompt>,
     eval: Vec<Conversation>,
     hallucinated: usize,
 }
@@ -409,7 +425,7 @@ fn write_world(cfg: &WorldConfig, dir: &Path) -> Result<Stats, WorldError> {
                         .count();
                 }
                 Split::Pref => t.pref = Some(datasets::preference(id, image, s, dc, lc, rng)),
-                Split::Ppo => t.ppo = Some(datasets::ppo(id, image, s, dc, lc, rng)),
+                Split::Ppo => t.ppo = datasets::ppo(id, image, s, dc, &cfg.ppo_prompts, lc, rng),
                 Split::Eval => t.eval = datasets::eval(id, image, s, lc, rng),
             }
             t
@@ -450,7 +466,7 @@ fn write_world(cfg: &WorldConfig, dir: &Path) -> Result<Stats, WorldError> {
         &dir.join("prefs_prompts.json"),
         &gather(Split::Pref, &|t| t.pref.clone().into_iter().collect()),
     )?;
-    let ppo: Vec<PpoPrompt> = in_split(Split::Ppo).filter_map(|i| texts[i].ppo.clone()).collect();
+    let ppo: Vec<PpoPrompt> = in_split(Split::Ppo).flat_map(|i| texts[i].ppo.clone()).collect();
     io::write_json(&dir.join("ppo_prompts.json"), &ppo)?;
     io::write_json(&dir.join("eval.json"), &gather(Split::Eval, &|t| t.eval.clone()))?;
     let captions: BTreeMap<&str, &Vec<String>> =
@@ -521,6 +537,12 @@ impl WorldInfo {
 /// Reads a world's ground truth (`scenes.json`).
 pub fn load_scenes(dir: &Path) -> Result<Vec<SceneRecord>, IoError> {
     io::read_json(&dir.join("scenes.json"))
+}
+
+/// A world's scenes by canonical image path, so any relative spelling of a path finds its scene.
+pub fn scenes_by_path(dir: &Path) -> Result<std::collections::HashMap<PathBuf, Scene>, IoError> {
+    let abs = dir.canonicalize().map_err(io::at(dir))?;
+    Ok(load_scenes(dir)?.into_iter().map(|r| (abs.join(&r.image), r.scene)).collect())
 }
 
 /// Reads a world's `world.json`.
