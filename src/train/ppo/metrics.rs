@@ -11,7 +11,6 @@ use super::rollout::{Prompt, Rollout};
 use super::score::Scenes;
 use super::update::UpdateStats;
 use crate::eval::chair::chair;
-use crate::train::common::TrainError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -198,15 +197,15 @@ pub fn world_diagnostics(
     prompts: &[Prompt],
     items: &[(usize, &str)],
     mut by_task: Option<&mut BTreeMap<String, TaskMetrics>>,
-) -> Result<WorldDiagnostics, TrainError> {
+) -> WorldDiagnostics {
     let (mut mentions, mut hallucinated, mut any, mut recall) = (0usize, 0usize, 0usize, Vec::new());
     let mut per_task: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for &(p, text) in items {
         let prompt = &prompts[p];
-        let c = chair(scenes.of(prompt)?, text);
+        let c = chair(scenes.of(p), text);
         mentions += c.mentions;
         hallucinated += c.hallucinated;
-        let bad = scenes.judge(prompt, text)?.hallucinations.total() > 0;
+        let bad = scenes.judge(prompts, p, text).hallucinations.total() > 0;
         any += usize::from(bad);
         let task = prompt.record.task.map_or("general", |t| t.name());
         if task == "description" {
@@ -221,13 +220,13 @@ pub fn world_diagnostics(
         }
     }
     let n = items.len().max(1) as f64;
-    Ok(WorldDiagnostics {
+    WorldDiagnostics {
         chair_i: if mentions == 0 { 0.0 } else { hallucinated as f64 / mentions as f64 },
         hallucinated_objects: hallucinated as f64 / n,
         objects: mentions as f64 / n,
         object_recall: mean(recall.into_iter()),
         hallucination_rate: any as f64 / n,
-    })
+    }
 }
 
 /// The first iteration's mean length and object mentions (the latter only with the world), the

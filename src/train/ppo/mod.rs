@@ -427,7 +427,7 @@ fn frozen(
         }
         _ => None,
     };
-    let scenes = cfg.world.as_deref().map(Scenes::load).transpose()?;
+    let scenes = cfg.world.as_deref().map(|w| Scenes::load(w, &prompts)).transpose()?;
     let reference = reference.model;
     Ok((prompts, Frozen { reference, reference_table, scorer, scenes, policy_table, value }))
 }
@@ -453,7 +453,7 @@ fn evaluate(
     let world = match &frozen.scenes {
         Some(scenes) => {
             let texts: Vec<(usize, &str)> = items.iter().map(|(p, t)| (*p, t.as_str())).collect();
-            Some(metrics::world_diagnostics(scenes, &run.prompts, &texts, None)?)
+            Some(metrics::world_diagnostics(scenes, &run.prompts, &texts, None))
         }
         None => None,
     };
@@ -506,7 +506,7 @@ fn iteration(
     if let Some(scenes) = &frozen.scenes {
         let own = items.iter().zip(&ro.sampled).filter(|(_, s)| **s);
         let texts: Vec<(usize, &str)> = own.map(|((p, t), _)| (*p, t.as_str())).collect();
-        m.world = Some(metrics::world_diagnostics(scenes, &run.prompts, &texts, Some(&mut m.by_task))?);
+        m.world = Some(metrics::world_diagnostics(scenes, &run.prompts, &texts, Some(&mut m.by_task)));
     }
     // 4. Update.
     let per_iter = cfg.ppo_epochs * cfg.responses().div_ceil(cfg.minibatch);

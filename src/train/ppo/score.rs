@@ -10,38 +10,44 @@ use crate::train::reward::RewardFolder;
 use crate::world::scene::Scene;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// The world's ground truth by canonical image path.
+/// The world's ground truth of each prompt's image, looked up once when the run starts.
 pub struct Scenes {
-    by_path: HashMap<PathBuf, Scene>,
-    world: PathBuf,
+    by_prompt: Vec<Scene>,
 }
 
 impl Scenes {
-    /// Reads `world`'s `scenes.json`.
-    pub fn load(world: &Path) -> Result<Scenes, TrainError> {
-        Ok(Scenes { by_path: crate::world::scenes_by_path(world)?, world: world.to_path_buf() })
+    /// Reads `world`'s `scenes.json` and finds every prompt's scene; a prompt whose image the
+    /// world does not hold is an error naming it.
+    pub fn load(world: &Path, prompts: &[Prompt]) -> Result<Scenes, TrainError> {
+        let by_path = crate::world::scenes_by_path(world)?;
+        let by_prompt = prompts
+            .iter()
+            .map(|prompt| {
+                let key = prompt.path.canonicalize().unwrap_or_else(|_| prompt.path.clone());
+                by_path.get(&key).cloned().ok_or_else(|| TrainError::Data {
+                    file: world.join("scenes.json"),
+                    message: format!(
+                        "no scene for {} (prompt {}): `world` must be the folder the PPO prompts were made in",
+                        prompt.path.display(),
+                        prompt.record.id
+                    ),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Scenes { by_prompt })
     }
 
-    /// The scene of a prompt's image; an error naming the image when the world has none.
-    pub fn of(&self, prompt: &Prompt) -> Result<&Scene, TrainError> {
-        let key = prompt.path.canonicalize().unwrap_or_else(|_| prompt.path.clone());
-        self.by_path.get(&key).ok_or_else(|| TrainError::Data {
-            file: self.world.join("scenes.json"),
-            message: format!(
-                "no scene for {} (prompt {}): `world` must be the folder the PPO prompts were made in",
-                prompt.path.display(),
-                prompt.record.id
-            ),
-        })
+    /// The scene of prompt `p`.
+    pub fn of(&self, p: usize) -> &Scene {
+        &self.by_prompt[p]
     }
 
-    /// The judge's verdict on `text` as the answer to `prompt`.
-    pub fn judge(&self, prompt: &Prompt, text: &str) -> Result<Judgement, TrainError> {
-        let question = prompt.record.conversations.first().map_or("", |t| t.value.as_str());
-        Ok(judge::judge(self.of(prompt)?, question, text))
+    /// The judge's verdict on `text` as the answer to prompt `p`.
+    pub fn judge(&self, prompts: &[Prompt], p: usize, text: &str) -> Judgement {
+        let question = prompts[p].record.conversations.first().map_or("", |t| t.value.as_str());
+        judge::judge(self.of(p), question, text)
     }
 }
 
@@ -73,7 +79,7 @@ pub fn scores(
                 scenes.ok_or_else(|| TrainError::Setting("reward = \"oracle\" needs `world`".into()))?;
             items
                 .iter()
-                .map(|(p, text)| Ok(oracle_score(&scenes.judge(&prompts[*p], text)?, *weight) as f32))
+                .map(|(p, text)| Ok(oracle_score(&scenes.judge(prompts, *p, text), *weight) as f32))
                 .collect()
         }
     }
